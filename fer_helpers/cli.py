@@ -1,0 +1,82 @@
+"""The ``fer-study`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+import yaml
+
+
+def _overrides(pairs: Sequence[str]) -> dict:
+    out = {}
+    for p in pairs:
+        if "=" not in p:
+            raise SystemExit(f"error: --set {p!r}: expected KEY=VALUE, e.g. --set data.per_class=20")
+        k, v = p.split("=", 1)
+        out[k.strip()] = yaml.safe_load(v)
+    return out
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="fer-study", description="Does face restoration rescue facial emotion recognition?")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+
+    r = sub.add_parser("run", help="run a parameter set's notebooks with papermill and build the HTML report")
+    r.add_argument("params", help="parameter file, e.g. params/default.yaml")
+    r.add_argument("--force", action="store_true", help="rerun notebooks even if unchanged since their last run")
+    r.add_argument("--only", nargs="+", metavar="NOTEBOOK", help="run only these notebooks (e.g. 02_quality_check)")
+    r.add_argument("--run-dir", help="output folder (default reports/<name>)")
+    r.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="override parameters, e.g. data.per_class=20")
+
+    v = sub.add_parser("validate", help="check a parameter file and print the resolved parameters")
+    v.add_argument("params")
+    v.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
+
+    sub.add_parser("presets", help="list the degradation presets and groups")
+    b = sub.add_parser("badges", help="rewrite the notebooks' Colab badges from pyproject.toml's Repository URL")
+    b.add_argument("--check", action="store_true", help="only report notebooks that are out of date (exit 1 if any)")
+
+    a = ap.parse_args(argv)
+    from .config import ParamsError, load_params
+    from .data import DataError
+
+    try:
+        if a.cmd == "run":
+            from .runner import NotebookFailed, run_study
+
+            try:
+                res = run_study(a.params, force=a.force, only=a.only, run_dir=a.run_dir, overrides=_overrides(a.set))
+            except NotebookFailed as e:
+                print(f"error: {e}", file=sys.stderr)
+                return 1
+            print(f"report: {res.index}")
+            return 0
+        if a.cmd == "validate":
+            p = load_params(a.params, _overrides(a.set))
+            print(yaml.safe_dump(p.to_dict(), sort_keys=False), end="")
+            print(f"# ok: {a.params} (digest {p.digest()})")
+            return 0
+        if a.cmd == "presets":
+            from . import degrade
+
+            print(degrade.preset_table(list(degrade.PRESETS.values())).to_string(index=False))
+            print("\ngroups:")
+            for g, names in degrade.PRESET_GROUPS.items():
+                print(f"  {g}: {', '.join(names)}")
+            return 0
+        if a.cmd == "badges":
+            from .colab import sync_badges
+
+            stale = sync_badges(check=a.check)
+            print(("out of date: " if a.check else "updated: ") + (", ".join(stale) or "none"))
+            return 1 if (a.check and stale) else 0
+    except (ParamsError, DataError, ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

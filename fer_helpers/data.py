@@ -1,0 +1,372 @@
+"""Data: FER2013 (Kaggle folders or the original CSV), any image-folder data set, subsetting and the audit.
+
+One canonical class order for the whole project, :data:`CLASSES` (the order of ``fer2013.csv``'s
+``emotion`` column). Every loader maps its own labels onto it explicitly.
+
+Faces are converted to 48x48 grayscale by one documented rule, :func:`to_face48`: ITU-R 601-2 luma
+(Pillow's ``"L"``), a centred square crop of the shorter side, then a Lanczos (anti-aliased) resize
+to 48x48. FER2013 images are already 48x48 grey and pass through unchanged. The rule assumes the
+images are face crops (KDEF, RAF-DB aligned, CK+ crops); uncropped photos need a face detector first.
+
+Unreadable or corrupt files are never fatal and never silent: each is recorded in
+``Dataset.skipped`` with its path and the reason, and counted in the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from .degrade import stable_hash
+
+#: Canonical class order (index = FER2013 CSV ``emotion`` code).
+CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
+FACE_SIZE = 48
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
+
+#: Folder names other data sets commonly use, mapped to canonical classes (``label_map`` extends this).
+FOLDER_ALIASES: dict[str, str] = {
+    **{c: c for c in CLASSES},
+    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happiness": "happy",
+    "sadness": "sad", "surprised": "surprise", "neutrality": "neutral", "calm": "neutral",
+}
+#: FER2013 CSV ``Usage`` values and the Kaggle folder split each corresponds to.
+CSV_USAGES = ("Training", "PublicTest", "PrivateTest")
+
+
+class DataError(ValueError):
+    """A data set that cannot be read as asked; the message names the path and the fix."""
+
+
+@dataclass
+class Dataset:
+    """A stack of 48x48 grey faces with ids, canonical labels and where each came from."""
+
+    ids: np.ndarray  # str, unique, stable across runs (e.g. "test/angry/PublicTest_123.jpg")
+    images: np.ndarray  # uint8 (N, 48, 48)
+    labels: np.ndarray  # int64 index into CLASSES
+    split: str
+    file_sha1: np.ndarray = field(default_factory=lambda: np.array([], dtype=str))  # bytes of the source file ("" for CSV rows)
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+
+    def __post_init__(self) -> None:
+        n = len(self.ids)
+        if self.images.shape != (n, FACE_SIZE, FACE_SIZE) or len(self.labels) != n:
+            raise ValueError(f"inconsistent dataset: {n} ids, images {self.images.shape}, {len(self.labels)} labels")
+        if len(self.file_sha1) != n:
+            self.file_sha1 = np.full(n, "", dtype=object)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def take(self, idx: Sequence[int] | np.ndarray) -> "Dataset":
+        idx = np.asarray(idx, dtype=np.int64)
+        return Dataset(self.ids[idx], self.images[idx], self.labels[idx], self.split, self.file_sha1[idx], list(self.skipped))
+
+    @property
+    def pixel_sha1(self) -> np.ndarray:
+        return np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in self.images])
+
+    def class_counts(self) -> pd.Series:
+        return pd.Series(np.bincount(self.labels, minlength=len(CLASSES)), index=list(CLASSES), name=self.split)
+
+
+def to_face48(img: Image.Image) -> np.ndarray:
+    """The project's face rule: luma grey, centred square crop, Lanczos resize to 48x48, ``uint8``."""
+    img = img.convert("L")
+    w, h = img.size
+    if (w, h) != (FACE_SIZE, FACE_SIZE):
+        s = min(w, h)
+        left, top = (w - s) // 2, (h - s) // 2
+        img = img.crop((left, top, left + s, top + s)).resize((FACE_SIZE, FACE_SIZE), Image.Resampling.LANCZOS)
+    return np.asarray(img, dtype=np.uint8)
+
+
+def _resolve_class(folder: str, label_map: Mapping[str, str] | None, root: Path) -> int:
+    name = (label_map or {}).get(folder, folder)
+    name = FOLDER_ALIASES.get(name.lower(), name.lower())
+    if name not in CLASS_INDEX:
+        raise DataError(
+            f"class folder {root / folder} does not name a FER2013 class; add it to data.label_map "
+            f"(e.g. {{{folder}: neutral}}) with a value in {list(CLASSES)}"
+        )
+    return CLASS_INDEX[name]
+
+
+def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Dataset:
+    """Read ``root/split/<class>/*`` into a :class:`Dataset`; ids are ``split/class/file``."""
+    root = Path(root)
+    base = root / split
+    if not base.is_dir():
+        have = sorted(p.name for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+        hint = f"it has: {', '.join(have)}" if have else "the folder does not exist"
+        raise DataError(f"no split folder {base} ({hint}); set data.path to a folder with <split>/<class>/ images")
+    files: list[tuple[Path, int]] = []
+    for d in sorted(p for p in base.iterdir() if p.is_dir()):
+        cls = _resolve_class(d.name, label_map, base)
+        files += [(f, cls) for f in sorted(d.iterdir()) if f.is_file() and not f.name.startswith(".")]
+    if not files:
+        raise DataError(f"no class folders with images under {base}; expected {base}/<class>/*.jpg")
+
+    from tqdm.auto import tqdm
+
+    ids, images, labels, shas, skipped = [], [], [], [], []
+    for f, cls in tqdm(files, desc=f"read {split}", disable=not progress, leave=False):
+        rel = f.relative_to(root).as_posix()
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            skipped.append((rel, f"not an image file (suffix {f.suffix or 'none'})"))
+            continue
+        try:
+            raw = f.read_bytes()
+            with Image.open(f) as im:
+                arr = to_face48(im)
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            skipped.append((rel, f"unreadable: {type(e).__name__}: {str(e)[:120]}"))
+            continue
+        ids.append(rel)
+        images.append(arr)
+        labels.append(cls)
+        shas.append(hashlib.sha1(raw).hexdigest())
+    _warn_skipped(skipped, base)
+    return Dataset(
+        np.array(ids, dtype=str),
+        np.stack(images) if images else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8),
+        np.array(labels, dtype=np.int64),
+        split,
+        np.array(shas, dtype=object),
+        skipped,
+    )
+
+
+def load_csv(path: str | Path, usage: str) -> Dataset:
+    """Read one ``Usage`` (Training, PublicTest, PrivateTest) of the original ``fer2013.csv``; ids are ``Usage/row``."""
+    path = Path(path)
+    if usage not in CSV_USAGES:
+        raise DataError(f"split {usage!r} is not a Usage of fer2013.csv; use one of {list(CSV_USAGES)}")
+    if not path.is_file():
+        raise DataError(f"{path} not found; point data.path at fer2013.csv (columns emotion,pixels,Usage)")
+    try:
+        df = pd.read_csv(path, dtype={"emotion": "Int64", "pixels": str, "Usage": str})
+    except (ValueError, pd.errors.ParserError) as e:
+        raise DataError(f"{path} is not a readable CSV ({e}); expected columns emotion,pixels,Usage") from None
+    missing = {"emotion", "pixels", "Usage"} - set(df.columns)
+    if missing:
+        raise DataError(f"{path} lacks column(s) {sorted(missing)}; expected emotion,pixels,Usage (the original fer2013.csv)")
+    rows = df.index[df["Usage"] == usage]
+    if len(rows) == 0:
+        raise DataError(f"{path} has no rows with Usage == {usage!r}; it has {sorted(df['Usage'].dropna().unique())}")
+    ids, images, labels, skipped = [], [], [], []
+    for r in rows:
+        rid = f"{usage}/{r:05d}"
+        emo, pix = df.at[r, "emotion"], df.at[r, "pixels"]
+        try:
+            if pd.isna(emo) or not 0 <= int(emo) < len(CLASSES):
+                raise ValueError(f"emotion {emo!r} not in 0..{len(CLASSES) - 1}")
+            arr = np.array(str(pix).split(), dtype=np.int64)
+            if arr.size != FACE_SIZE * FACE_SIZE or arr.min() < 0 or arr.max() > 255:
+                raise ValueError(f"{arr.size} pixel values (need {FACE_SIZE * FACE_SIZE} in 0..255)")
+        except ValueError as e:
+            skipped.append((f"{path.name} row {r + 2}", f"malformed: {e}"))  # +2: header, 1-based lines
+            continue
+        ids.append(rid)
+        images.append(arr.reshape(FACE_SIZE, FACE_SIZE).astype(np.uint8))
+        labels.append(int(emo))
+    _warn_skipped(skipped, path)
+    return Dataset(
+        np.array(ids, dtype=str),
+        np.stack(images) if images else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8),
+        np.array(labels, dtype=np.int64),
+        usage,
+        skipped=skipped,
+    )
+
+
+def _warn_skipped(skipped: list[tuple[str, str]], where: Path) -> None:
+    if skipped:
+        first = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+        warnings.warn(f"skipped {len(skipped)} file(s) under {where}: {first}" + (" ..." if len(skipped) > 3 else ""), stacklevel=3)
+
+
+def load_split(source: str, path: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Dataset:
+    if source == "csv":
+        return load_csv(path, split)
+    return load_folder(path, split, label_map, progress=progress)
+
+
+def subset_per_class(ds: Dataset, per_class: int | None, seed: int) -> Dataset:
+    """At most ``per_class`` images of each class, drawn by a seeded generator; order by id.
+
+    The draw depends only on the seed and the set of ids (not on file-listing order).
+    """
+    if per_class is None:
+        return ds
+    order = np.argsort(ds.ids, kind="stable")
+    keep: list[int] = []
+    for c in range(len(CLASSES)):
+        idx = order[ds.labels[order] == c]
+        if len(idx) > per_class:
+            rng = np.random.default_rng(np.random.SeedSequence([seed, stable_hash("subset_per_class"), c]))
+            idx = np.sort(rng.choice(idx, size=per_class, replace=False))
+        keep.extend(idx.tolist())
+    return ds.take(sorted(keep, key=lambda i: ds.ids[i]))
+
+
+# ---- audit ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Audit:
+    counts: pd.DataFrame  # class x split
+    duplicates_within: pd.DataFrame  # one row per image in a within-split duplicate group
+    duplicates_across: pd.DataFrame  # one row per eval image whose pixels occur in train
+    blank: pd.DataFrame  # eval images with (near) constant pixels
+    skipped: pd.DataFrame  # unreadable files, by path and reason
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "eval images read": int(self.counts.iloc[:, 0].sum()),
+            "unreadable files skipped": len(self.skipped),
+            "within-split duplicate groups": int(self.duplicates_within["group"].nunique()) if len(self.duplicates_within) else 0,
+            "eval images also in train": int(self.duplicates_across["eval_id"].nunique()) if len(self.duplicates_across) else 0,
+            "... of which with a different label": int((~self.duplicates_across["same_label"]).sum()) if len(self.duplicates_across) else 0,
+            "blank eval images": len(self.blank),
+        }
+
+
+def _dup_groups(ds: Dataset, hashes: np.ndarray) -> pd.DataFrame:
+    df = pd.DataFrame({"id": ds.ids, "split": ds.split, "label": [CLASSES[i] for i in ds.labels], "pixel_sha1": hashes})
+    df = df[df.duplicated("pixel_sha1", keep=False)].copy()
+    df["group"] = pd.factorize(df["pixel_sha1"])[0]
+    df["byte_identical"] = False
+    if len(df):
+        fs = pd.Series(ds.file_sha1, index=ds.ids)
+        df["byte_identical"] = df.groupby("group")["id"].transform(lambda s: fs[s].nunique() == 1 and fs[s].iloc[0] != "")
+    return df.sort_values(["group", "id"]).reset_index(drop=True)
+
+
+def audit(eval_ds: Dataset, train_ds: Dataset | None, blank_std_max: float) -> Audit:
+    """Class balance, pixel-identical images within and across splits, blank images, skipped files."""
+    ev_hash = eval_ds.pixel_sha1
+    counts = [eval_ds.class_counts()]
+    within = [_dup_groups(eval_ds, ev_hash)]
+    across = pd.DataFrame(columns=["eval_id", "eval_label", "train_ids", "train_labels", "same_label"])
+    skipped = list(eval_ds.skipped)
+    if train_ds is not None:
+        tr_hash = train_ds.pixel_sha1
+        counts.append(train_ds.class_counts())
+        w = _dup_groups(train_ds, tr_hash)
+        if len(w) and len(within[0]):
+            w["group"] += within[0]["group"].max() + 1
+        within.append(w)
+        skipped += train_ds.skipped
+        tr = pd.DataFrame({"id": train_ds.ids, "label": train_ds.labels, "h": tr_hash})
+        by_hash = tr.groupby("h").agg(train_ids=("id", list), train_labels=("label", list))
+        hit = pd.DataFrame({"eval_id": eval_ds.ids, "label": eval_ds.labels, "h": ev_hash}).join(by_hash, on="h", how="inner")
+        if len(hit):
+            across = pd.DataFrame(
+                {
+                    "eval_id": hit["eval_id"].to_numpy(),
+                    "eval_label": [CLASSES[i] for i in hit["label"]],
+                    "train_ids": [" ".join(x) for x in hit["train_ids"]],
+                    "train_labels": [" ".join(sorted({CLASSES[i] for i in x})) for x in hit["train_labels"]],
+                    "same_label": [all(t == l for t in ts) for l, ts in zip(hit["label"], hit["train_labels"])],
+                }
+            )
+    std = eval_ds.images.reshape(len(eval_ds), -1).std(axis=1) if len(eval_ds) else np.zeros(0)
+    b = std <= blank_std_max
+    blank = pd.DataFrame({"id": eval_ds.ids[b], "label": [CLASSES[i] for i in eval_ds.labels[b]], "pixel_std": std[b]})
+    return Audit(
+        counts=pd.concat(counts, axis=1).rename_axis("class"),
+        duplicates_within=pd.concat(within, ignore_index=True),
+        duplicates_across=across.reset_index(drop=True),
+        blank=blank.reset_index(drop=True),
+        skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
+    )
+
+
+def drop_flagged(ds: Dataset, audit_: Audit, drop_train_duplicates: bool, drop_blank: bool) -> tuple[Dataset, pd.DataFrame]:
+    """Remove eval images the audit flagged (as the parameters ask); return the kept set and what was dropped, with why."""
+    reasons: dict[str, str] = {}
+    if drop_train_duplicates:
+        for i in audit_.duplicates_across["eval_id"]:
+            reasons[i] = "also in train"
+    if drop_blank:
+        for i in audit_.blank["id"]:
+            reasons[i] = (reasons[i] + "; " if i in reasons else "") + "blank"
+    keep = np.array([i not in reasons for i in ds.ids], dtype=bool)
+    dropped = pd.DataFrame({"id": list(reasons), "reason": list(reasons.values())})
+    return ds.take(np.flatnonzero(keep)), dropped
+
+
+# ---- stage: the clean evaluation set of a run -------------------------------------------------
+
+STAGE = "data"
+
+
+def prepare(params, run, progress: bool = True) -> dict:
+    """Load the eval (and train, for the audit) split, audit, drop what the parameters say, subset, save.
+
+    Writes ``data/clean.npz`` (ids, images, labels) and the audit tables into the run folder; returns a summary.
+    Does nothing if the run already holds this stage's output for the same parameters.
+    """
+    from .io import read_json, save_images, write_csv, write_json
+
+    digest = params.digest()
+    if run.stage_done(STAGE, digest):
+        return read_json(run.path("data", "summary.json"))
+    d = params.data
+    path = params.data_path()
+    ev = load_split(d.source, path, d.eval_split, d.label_map, progress)
+    tr = load_split(d.source, path, d.train_split, d.label_map, progress) if d.train_split else None
+    au = audit(ev, tr, d.blank_std_max)
+    kept, dropped = drop_flagged(ev, au, d.drop_test_duplicates_of_train, d.drop_blank)
+    kept = subset_per_class(kept, d.per_class, params.seed)
+    if len(kept) == 0:
+        raise DataError(f"no {d.eval_split} images left from {path} after the audit's drops and subsetting")
+    out = run.path("data")
+    save_images(run.clean_file, kept.ids, kept.images, labels=kept.labels)
+    write_csv(out / "audit_counts.csv", au.counts.reset_index())
+    write_csv(out / "audit_duplicates_within.csv", au.duplicates_within)
+    write_csv(out / "audit_duplicates_across.csv", au.duplicates_across)
+    write_csv(out / "audit_blank.csv", au.blank)
+    write_csv(out / "skipped_files.csv", au.skipped)
+    write_csv(out / "dropped.csv", dropped)
+    summary = au.summary() | {
+        "eval images dropped by the audit": len(dropped),
+        "eval images in the study": len(kept),
+        "study images per class": dict(zip(CLASSES, np.bincount(kept.labels, minlength=len(CLASSES)).tolist())),
+    }
+    write_json(out / "summary.json", summary)
+    run.mark_stage(STAGE, digest)
+    return summary
+
+
+def load_clean(run) -> Dataset:
+    """The run's clean evaluation set as written by :func:`prepare`."""
+    from .io import load_images
+
+    z = load_images(run.clean_file)
+    return Dataset(z["ids"], z["images"], z["labels"].astype(np.int64), "eval")
+
+
+def read_audit(run) -> dict[str, pd.DataFrame]:
+    """The audit tables :func:`prepare` wrote, by name (counts, duplicates_within, duplicates_across, blank, skipped, dropped)."""
+    d = run.path("data")
+    names = {"counts": "audit_counts", "duplicates_within": "audit_duplicates_within", "duplicates_across": "audit_duplicates_across",
+             "blank": "audit_blank", "skipped": "skipped_files", "dropped": "dropped"}
+    out = {}
+    for k, f in names.items():
+        try:
+            out[k] = pd.read_csv(d / f"{f}.csv")
+        except pd.errors.EmptyDataError:
+            out[k] = pd.DataFrame()
+    out["counts"] = out["counts"].set_index("class")
+    return out

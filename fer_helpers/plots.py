@@ -1,0 +1,70 @@
+"""Plotly figures shared by the notebooks. Every number drawn comes from the data passed in."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import plotly.express as px
+import plotly.graph_objects as go
+
+
+def face_grid(
+    rows: Mapping[str, np.ndarray],
+    col_labels: Sequence[str] | None = None,
+    title: str = "",
+    gap: int = 2,
+    scale: int = 2,
+) -> go.Figure:
+    """A mosaic of 48x48 grey faces: one row per condition (same images in every row, so pairs line up)."""
+    names = list(rows)
+    stacks = [np.asarray(rows[n]) for n in names]
+    n, h, w = stacks[0].shape
+    if any(s.shape != (n, h, w) for s in stacks):
+        raise ValueError("every row must hold the same number of same-sized images")
+    H, W = len(names) * (h + gap) - gap, n * (w + gap) - gap
+    mosaic = np.full((H, W), 255, dtype=np.uint8)
+    for r, s in enumerate(stacks):
+        for c in range(n):
+            mosaic[r * (h + gap) : r * (h + gap) + h, c * (w + gap) : c * (w + gap) + w] = s[c]
+    fig = px.imshow(mosaic, binary_string=True, binary_format="png")
+    fig.update_layout(
+        title=title,
+        width=max(420, W * scale + 160),
+        height=H * scale + 120,
+        margin=dict(l=140, r=10, t=50 if title else 10, b=40),
+    )
+    fig.update_yaxes(tickmode="array", tickvals=[r * (h + gap) + h / 2 for r in range(len(names))], ticktext=names, showgrid=False)
+    if col_labels is not None:
+        fig.update_xaxes(tickmode="array", tickvals=[c * (w + gap) + w / 2 for c in range(n)], ticktext=list(col_labels), showgrid=False)
+    else:
+        fig.update_xaxes(showticklabels=False)
+    return fig
+
+
+def class_counts(counts: pd.DataFrame, title: str = "Images per class") -> go.Figure:
+    """Grouped bars from a class x split table."""
+    long = counts.reset_index().melt(id_vars=counts.index.name or "index", var_name="split", value_name="images")
+    return px.bar(long, x=counts.index.name or "index", y="images", color="split", barmode="group", title=title, text_auto=True)
+
+
+def distribution(df: pd.DataFrame, x: str, y: str, color: str | None = None, title: str = "", points: bool = False) -> go.Figure:
+    fig = px.box(df, x=x, y=y, color=color, title=title, points="outliers" if points else False)
+    fig.update_layout(xaxis_tickangle=-30)
+    return fig
+
+
+def table_heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis") -> go.Figure:
+    fig = px.imshow(table, text_auto=fmt, aspect="auto", zmin=zmin, zmax=zmax, color_continuous_scale=colorscale, title=title)
+    fig.update_xaxes(side="top")
+    return fig
+
+
+def roc_curves(curves: Mapping[str, pd.DataFrame], aucs: Mapping[str, float], title: str = "") -> go.Figure:
+    fig = go.Figure()
+    for name, c in curves.items():
+        fig.add_trace(go.Scatter(x=c["fpr"], y=c["tpr"], mode="lines", name=f"{name} (AUC {aucs[name]:.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance", hoverinfo="skip"))
+    fig.update_layout(title=title, xaxis_title="false-alarm rate (clean flagged)", yaxis_title="hit rate (degraded flagged)", width=720, height=520)
+    return fig

@@ -1,0 +1,180 @@
+"""The quality check: per-image blur, noise and JPEG measures, a verdict, and the check scored as a detector.
+
+Measures (all on 0-255 grey levels):
+
+- **Laplacian variance** (blur): variance of the 4-neighbour Laplacian (OpenCV's ``cv2.Laplacian``
+  kernel, mirrored borders). Sharp faces score high; blur lowers it. Noise *raises* it, so it says
+  nothing about noise.
+- **Noise sigma** (noise): :func:`skimage.restoration.estimate_sigma`, the wavelet (MAD of the
+  finest diagonal detail band) estimate of additive Gaussian noise, per image.
+- **SNR (dB)**: ``10 log10(max(var(image) - sigma^2, eps) / sigma^2)``, the image's own contrast
+  (signal variance) over the estimated noise variance. Seed 000 used mean/std, which measures
+  brightness over contrast and does not change with noise in a useful way.
+- **Blockiness** (JPEG): mean absolute step across 8x8 block boundaries divided by the mean step
+  inside blocks; about 1 for images without block structure, above 1 for blocky JPEG.
+
+The verdict flags an image when any enabled threshold is crossed; the flags say which.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import ndimage
+from sklearn.metrics import roc_auc_score, roc_curve
+
+from .degrade import _as_stack
+
+_LAPLACE = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)[None]
+
+#: measure -> (column, sign): sign * value grows with degradation (for ROC analysis)
+MEASURES: dict[str, tuple[str, float]] = {
+    "blur": ("laplacian_var", -1.0),
+    "noise": ("noise_sigma", 1.0),
+    "snr": ("snr_db", -1.0),
+    "jpeg": ("blockiness", 1.0),
+}
+
+
+def laplacian_variance(images: np.ndarray) -> np.ndarray:
+    """Per-image variance of the Laplacian, batched (one 3-D correlation with a 1x3x3 kernel)."""
+    x = _as_stack(images).astype(np.float64)
+    lap = ndimage.correlate(x, _LAPLACE, mode="mirror")
+    return lap.reshape(len(x), -1).var(axis=1)
+
+
+def noise_sigma(images: np.ndarray) -> np.ndarray:
+    """Per-image Gaussian noise sigma in grey levels (scikit-image's wavelet estimator)."""
+    from skimage.restoration import estimate_sigma
+
+    x = _as_stack(images).astype(np.float64)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "image is not 2D with channel_axis" style notes
+        return np.array([estimate_sigma(im, channel_axis=None) for im in x])
+
+
+def snr_db(images: np.ndarray, sigma: np.ndarray, floor: float = 0.5) -> np.ndarray:
+    """Signal-to-noise ratio in dB from the image variance and an estimated noise sigma (floored at ``floor``)."""
+    x = _as_stack(images).astype(np.float64)
+    var = x.reshape(len(x), -1).var(axis=1)
+    noise_var = np.maximum(np.asarray(sigma, dtype=np.float64), floor) ** 2
+    return 10.0 * np.log10(np.maximum(var - noise_var, 1e-3) / noise_var)
+
+
+def blockiness(images: np.ndarray, block: int = 8) -> np.ndarray:
+    """Mean |step| across ``block``-pixel boundaries over mean |step| elsewhere, both directions, batched."""
+    x = _as_stack(images).astype(np.float64)
+    dh = np.abs(np.diff(x, axis=2))  # (N, H, W-1); column j is the step between pixel j and j+1
+    dv = np.abs(np.diff(x, axis=1))
+    bh = (np.arange(dh.shape[2]) % block) == block - 1
+    bv = (np.arange(dv.shape[1]) % block) == block - 1
+    on = dh[:, :, bh].sum(axis=(1, 2)) + dv[:, bv, :].sum(axis=(1, 2))
+    n_on = dh[:, :, bh][0].size + dv[:, bv, :][0].size
+    off = dh[:, :, ~bh].sum(axis=(1, 2)) + dv[:, ~bv, :].sum(axis=(1, 2))
+    n_off = dh[:, :, ~bh][0].size + dv[:, ~bv, :][0].size
+    return (on / n_on + 1e-6) / (off / n_off + 1e-6)
+
+
+def measure(images: np.ndarray) -> pd.DataFrame:
+    """All quality measures of a stack, one row per image."""
+    sig = noise_sigma(images)
+    return pd.DataFrame(
+        {
+            "laplacian_var": laplacian_variance(images),
+            "noise_sigma": sig,
+            "snr_db": snr_db(images, sig),
+            "blockiness": blockiness(images),
+        }
+    )
+
+
+def verdict(scores: pd.DataFrame, thresholds: Any) -> pd.DataFrame:
+    """Add ``flag_blur``, ``flag_noise``, ``flag_jpeg``, ``flagged`` and a readable ``verdict`` to ``scores``.
+
+    ``thresholds`` has ``laplacian_var_min``, ``snr_db_min`` and ``blockiness_max`` (``None`` disables one).
+    """
+    out = scores.copy()
+    t = thresholds
+    out["flag_blur"] = out["laplacian_var"] < t.laplacian_var_min if t.laplacian_var_min is not None else False
+    out["flag_noise"] = out["snr_db"] < t.snr_db_min if t.snr_db_min is not None else False
+    out["flag_jpeg"] = out["blockiness"] > t.blockiness_max if t.blockiness_max is not None else False
+    flags = out[["flag_blur", "flag_noise", "flag_jpeg"]].to_numpy(dtype=bool)
+    out["flagged"] = flags.any(axis=1)
+    names = np.array(["blur", "noise", "jpeg"])
+    out["verdict"] = ["+".join(names[f]) if f.any() else "ok" for f in flags]
+    return out
+
+
+def detector_table(scores: pd.DataFrame, clean_condition: str = "clean") -> pd.DataFrame:
+    """The check as a detector: for each degraded condition vs the clean images (the same ids),
+    the ROC AUC of each measure and of the verdict, and the verdict's hit and false-alarm rates."""
+    clean = scores[scores["condition"] == clean_condition].set_index("id")
+    rows = []
+    for cond, deg in scores[scores["condition"] != clean_condition].groupby("condition", sort=False):
+        deg = deg.set_index("id").loc[clean.index]  # paired: same images, same order
+        y = np.r_[np.zeros(len(clean)), np.ones(len(deg))]
+        row: dict[str, Any] = {"condition": cond, "n_pairs": len(deg)}
+        for name, (col, sign) in MEASURES.items():
+            row[f"auc_{name}"] = roc_auc_score(y, sign * np.r_[clean[col], deg[col]])
+        row["auc_verdict"] = roc_auc_score(y, np.r_[clean["flagged"], deg["flagged"]].astype(float))
+        row["hit_rate"] = float(deg["flagged"].mean())
+        row["false_alarm_rate"] = float(clean["flagged"].mean())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def roc_points(scores: pd.DataFrame, condition: str, measure_name: str, clean_condition: str = "clean") -> pd.DataFrame:
+    """ROC curve points (scikit-learn) of one measure for one degraded condition against clean."""
+    col, sign = MEASURES[measure_name]
+    clean = scores[scores["condition"] == clean_condition].set_index("id")
+    deg = scores[scores["condition"] == condition].set_index("id").loc[clean.index]
+    y = np.r_[np.zeros(len(clean)), np.ones(len(deg))]
+    fpr, tpr, thr = roc_curve(y, sign * np.r_[clean[col], deg[col]])
+    return pd.DataFrame({"fpr": fpr, "tpr": tpr, "threshold": sign * thr})
+
+
+# ---- stage: score every clean and degraded image, evaluate the check ---------------------------
+
+STAGE = "quality"
+
+
+def build(params, run, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Write ``quality/scores.csv`` (measures, flags, verdict per image and condition) and
+    ``quality/detector.csv`` (the check's AUCs per preset). Builds the degraded images first if missing."""
+    from tqdm.auto import tqdm
+
+    from . import data, degrade
+    from .io import write_csv
+
+    degrade.build(params, run, progress)
+    digest = params.digest()
+    if run.stage_done(STAGE, digest):
+        return pd.read_csv(run.path("quality", "scores.csv")), pd.read_csv(run.path("quality", "detector.csv"))
+    clean = data.load_clean(run)
+    conditions = {"clean": clean.images}
+    for p in params.degradation.resolved_presets():
+        conditions[p.name] = degrade.load_degraded(run, p.name, clean.ids)
+    frames = []
+    for cond, imgs in tqdm(conditions.items(), desc="quality check", disable=not progress):
+        m = measure(imgs)
+        m.insert(0, "condition", cond)
+        m.insert(0, "id", clean.ids)
+        frames.append(m)
+    scores = verdict(pd.concat(frames, ignore_index=True), params.quality_thresholds())
+    det = detector_table(scores)
+    write_csv(run.path("quality", "scores.csv"), scores)
+    write_csv(run.path("quality", "detector.csv"), det)
+    run.mark_stage(STAGE, digest)
+    return scores, det
+
+
+def load_verdicts(run, condition: str) -> pd.DataFrame:
+    """The quality check's per-image verdicts for one condition (for the "restore only what is flagged" gate)."""
+    scores = pd.read_csv(run.path("quality", "scores.csv"))
+    out = scores[scores["condition"] == condition]
+    if out.empty:
+        raise KeyError(f"no quality verdicts for condition {condition!r} in {run.path('quality', 'scores.csv')}")
+    return out.set_index("id")

@@ -1,0 +1,131 @@
+"""Notebook set-up, headline tables, HTML export (code hidden, plotly offline) and the run's index page."""
+
+from __future__ import annotations
+
+import html
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+
+from .config import StudyParams, load_params
+from .io import RunDir, read_json, write_json
+
+#: plotly renderer for notebooks: the mimetype for JupyterLab, plus HTML with plotly.js embedded
+#: once per notebook, which nbconvert keeps, so figures draw offline in the exported HTML.
+PLOTLY_RENDERER = "plotly_mimetype+notebook"
+
+
+def setup_notebook() -> None:
+    """Make plotly figures survive papermill and nbconvert, offline; tidy pandas output."""
+    import plotly.io as pio
+
+    pio.renderers.default = PLOTLY_RENDERER
+    pd.set_option("display.max_columns", 40)
+    pd.set_option("display.width", 200)
+    pd.set_option("display.precision", 3)
+
+
+def start(params_file: str | os.PathLike | None = None, run_dir: str | os.PathLike | None = None,
+          overrides: Mapping[str, Any] | None = None) -> tuple[StudyParams, RunDir]:
+    """First call of every notebook: validate parameters, find the run folder, record provenance."""
+    setup_notebook()
+    params = load_params(params_file, dict(overrides or {}))
+    run = RunDir.for_params(params, run_dir)
+    run.write_provenance(params)
+    print(f"run: {params.name}  ->  {run.root}\nparameters digest: {params.digest()}")
+    return params, run
+
+
+def write_headline(run: RunDir, key: str, title: str, table: pd.DataFrame, note: str = "", order: int | None = None) -> None:
+    """Record a table for the run's index page (``headlines/<key>.json``), computed by the caller's code."""
+    write_json(
+        run.headlines_dir / f"{key}.json",
+        {"title": title, "note": note, "order": order, "columns": list(map(str, table.columns)),
+         "rows": table.astype(object).where(table.notna(), None).values.tolist()},
+    )
+
+
+def read_headlines(run: RunDir) -> list[dict[str, Any]]:
+    files = sorted(run.headlines_dir.glob("*.json")) if run.headlines_dir.is_dir() else []
+    heads = [read_json(f) | {"key": f.stem} for f in files]
+    return sorted(heads, key=lambda h: (h.get("order") if h.get("order") is not None else 1_000, h["key"]))
+
+
+# ---- HTML export --------------------------------------------------------------------------------
+
+
+def export_html(notebook: str | os.PathLike, out_html: str | os.PathLike) -> Path:
+    """Executed notebook -> HTML with code, prompts and stderr (progress bars) hidden; plotly kept."""
+    import nbformat
+    from nbconvert import HTMLExporter
+    from nbconvert.preprocessors import Preprocessor
+
+    from .io import atomic_write_text
+
+    class DropStderr(Preprocessor):
+        def preprocess_cell(self, cell, resources, index):  # noqa: D401 - nbconvert API
+            if cell.get("cell_type") == "code":
+                cell.outputs = [o for o in cell.get("outputs", []) if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
+            return cell, resources
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter.register_preprocessor(DropStderr(), enabled=True)
+    body, _ = exporter.from_notebook_node(nb)
+    atomic_write_text(out_html, body)
+    return Path(out_html)
+
+
+_INDEX_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em} table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
+th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
+.ok{color:#1a7f37}.failed{color:#cf222e}.skipped{color:#9a6700} .note{color:#555;font-size:.9em;margin-top:-1em}
+ul.nb li{margin:.2em 0}
+"""
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
+    return html.escape(str(v))
+
+
+def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -> Path:
+    """Write ``index.html``: links to every notebook's HTML, then the headline tables the notebooks recorded."""
+    from .io import atomic_write_text
+
+    versions = read_json(run.versions_file) if run.versions_file.exists() else {}
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'>",
+        f"<title>FER restoration study: {html.escape(params.name)}</title><style>{_INDEX_CSS}</style></head><body>",
+        f"<h1>Does face restoration rescue emotion recognition? Run <code>{html.escape(params.name)}</code></h1>",
+        "<p class='meta'>"
+        f"built {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')} &middot; data <code>{html.escape(params.data.path)}</code> "
+        f"({html.escape(params.data.eval_split)}) &middot; seed {params.seed} &middot; parameters digest <code>{params.digest()}</code>"
+        f" &middot; git <code>{html.escape(str(versions.get('git_commit')))}</code> &middot; "
+        "<a href='params.resolved.yaml'>parameters</a> &middot; <a href='versions.json'>versions</a></p>",
+        "<h2>Notebooks</h2><ul class='nb'>",
+    ]
+    for nb, status in statuses.items():
+        cls = "ok" if status in ("done", "skipped (unchanged)") else "failed" if status.startswith("failed") else "skipped"
+        link = f"<a href='{nb}.html'>{nb}</a>" if run.path(f"{nb}.html").exists() else nb
+        parts.append(f"<li>{link} <span class='{cls}'>{html.escape(status)}</span></li>")
+    parts.append("</ul>")
+    for h in read_headlines(run):
+        parts.append(f"<h2>{html.escape(h['title'])}</h2>")
+        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in h["columns"]) + "</tr>")
+        for row in h["rows"]:
+            parts.append("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
+        parts.append("</table>")
+        if h.get("note"):
+            parts.append(f"<p class='note'>{html.escape(h['note'])}</p>")
+    parts.append("</body></html>")
+    out = run.path("index.html")
+    atomic_write_text(out, "\n".join(parts))
+    return out

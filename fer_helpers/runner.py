@@ -1,0 +1,133 @@
+"""``fer-study run``: execute the parameter set's notebooks in order with papermill, export HTML, build the index.
+
+- Each notebook gets two parameters, ``PARAMS_FILE`` (the run's resolved parameters) and ``RUN_DIR``;
+  it reads what earlier notebooks wrote from ``RUN_DIR`` and never shares hidden state.
+- Resume: a notebook whose last run finished with the same parameters and the same notebook source
+  is skipped, until an earlier notebook reruns; ``force=True`` reruns everything.
+- Failure: the run stops at the failing notebook with its name, the failing cell and the path of the
+  partial output; outputs of earlier notebooks stay as they were.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from .config import StudyParams, load_params
+from .io import RunDir, read_json, write_json
+from .paths import NOTEBOOKS_DIR
+from .report import build_index, export_html
+
+STATE_FILE = "runner_state.json"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names it, the cell and the partial output."""
+
+    def __init__(self, notebook: str, message: str, partial: Path):
+        super().__init__(message)
+        self.notebook = notebook
+        self.partial = partial
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    index: Path
+    statuses: dict[str, str]
+    seconds: dict[str, float]
+
+
+def _source_digest(nb: Path) -> str:
+    return hashlib.sha256(nb.read_bytes()).hexdigest()[:16]
+
+
+def _describe_failure(exc: Exception) -> str:
+    from papermill.exceptions import PapermillExecutionError
+
+    if isinstance(exc, PapermillExecutionError):
+        first = str(exc.evalue).strip().splitlines()[0] if str(exc.evalue).strip() else ""
+        return f"cell {exc.exec_count} (cell index {exc.cell_index}) raised {exc.ename}: {first}"
+    return f"{type(exc).__name__}: {exc}"
+
+
+def run_study(
+    params_file: str | Path,
+    force: bool = False,
+    only: Sequence[str] | None = None,
+    run_dir: str | Path | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    progress: bool = True,
+    kernel_name: str | None = None,
+) -> RunResult:
+    """Run the study for one parameter set; returns the run folder, the index path and per-notebook status."""
+    import papermill as pm
+    from tqdm.auto import tqdm
+
+    params: StudyParams = load_params(params_file, dict(overrides or {}))
+    run = RunDir.for_params(params, run_dir)
+    run.write_provenance(params)
+    digest = params.digest()
+    state_path = run.path(STATE_FILE)
+    state: dict[str, Any] = read_json(state_path) if state_path.exists() else {}
+    notebooks = list(params.notebooks)
+    if only:
+        unknown = [o for o in only if o not in notebooks]
+        if unknown:
+            raise ValueError(f"--only {', '.join(unknown)}: not in this parameter set's notebooks ({', '.join(notebooks)})")
+
+    statuses: dict[str, str] = {}
+    seconds: dict[str, float] = {}
+    upstream_reran = False
+    bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
+    for name in bar:
+        bar.set_postfix_str(name)
+        src = NOTEBOOKS_DIR / f"{name}.ipynb"
+        out_nb = run.path("notebooks", f"{name}.ipynb")
+        out_html = run.path(f"{name}.html")
+        src_digest = _source_digest(src)
+        prev = state.get(name, {})
+        unchanged = prev.get("status") == "done" and prev.get("params") == digest and prev.get("source") == src_digest and out_html.exists()
+        if only and name not in only:
+            statuses[name] = "skipped (unchanged)" if unchanged else "not run (--only)"
+            continue
+        if unchanged and not force and not upstream_reran:
+            statuses[name] = "skipped (unchanged)"
+            bar.write(f"[{name}] unchanged since its last run: skipped (use --force to rerun)")
+            continue
+        upstream_reran = True
+        out_nb.parent.mkdir(parents=True, exist_ok=True)
+        state[name] = {"status": "running", "params": digest, "source": src_digest}
+        write_json(state_path, state)
+        t0 = time.perf_counter()
+        try:
+            pm.execute_notebook(
+                str(src), str(out_nb),
+                parameters={"PARAMS_FILE": str(run.params_file), "RUN_DIR": str(run.root), "OVERRIDES": {}},
+                cwd=str(NOTEBOOKS_DIR), kernel_name=kernel_name, progress_bar=False, log_output=False,
+            )
+        except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
+            seconds[name] = time.perf_counter() - t0
+            what = _describe_failure(exc)
+            state[name] = {"status": "failed", "params": digest, "source": src_digest, "error": what}
+            write_json(state_path, state)
+            statuses[name] = f"failed: {what}"
+            try:
+                export_html(out_nb, out_html)
+            except Exception:  # the partial notebook may not even exist
+                pass
+            for rest in notebooks[notebooks.index(name) + 1 :]:
+                statuses[rest] = "not run (an earlier notebook failed)"
+            build_index(run, params, statuses)
+            raise NotebookFailed(name, f"notebook {name} failed in {what}; partial output: {out_nb}", out_nb) from None
+        seconds[name] = time.perf_counter() - t0
+        export_html(out_nb, out_html)
+        state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1)}
+        write_json(state_path, state)
+        statuses[name] = "done"
+        bar.write(f"[{name}] done in {seconds[name]:.1f} s")
+    index = build_index(run, params, statuses)
+    return RunResult(run.root, index, statuses, seconds)
