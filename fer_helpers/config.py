@@ -225,14 +225,16 @@ def _set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
     cur[parts[-1]] = value
 
 
-def _model_at(loc: tuple[Any, ...]) -> type[BaseModel] | None:
-    model: Any = StudyParams
+def _model_at(loc: tuple[Any, ...]) -> type[BaseModel]:
+    """The schema section at a key path (the deepest section the path reaches)."""
+    model: type[BaseModel] = StudyParams
     for part in loc:
-        field = getattr(model, "model_fields", {}).get(part)
-        if field is None:
-            return model if isinstance(model, type) and issubclass(model, BaseModel) else None
-        model = field.annotation
-    return None
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            break
+        model = ann
+    return model
 
 
 def _explain(err: dict[str, Any], source: str) -> str:
@@ -240,7 +242,7 @@ def _explain(err: dict[str, Any], source: str) -> str:
     key = ".".join(str(p) for p in loc) or "(top level)"
     kind = err["type"]
     if kind == "extra_forbidden":
-        parent = _model_at(loc[:-1]) or StudyParams
+        parent = _model_at(loc[:-1])
         allowed = list(parent.model_fields)
         hint = difflib.get_close_matches(str(loc[-1]), allowed, n=1)
         return (

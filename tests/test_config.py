@@ -1,0 +1,88 @@
+import subprocess
+import sys
+
+import pytest
+
+from fer_helpers.config import ParamsError, load_params, parse_params, save_params
+from fer_helpers.paths import PARAMS_DIR
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in PARAMS_DIR.glob("*.yaml")))
+def test_every_shipped_parameter_set_validates(name, monkeypatch):
+    monkeypatch.setenv("FER2013_DIR", "/data/fer2013")
+    monkeypatch.setenv("FER2013_CSV", "/data/fer2013.csv")
+    p = load_params(PARAMS_DIR / name)
+    assert p.data_path().is_absolute()
+
+
+def write(tmp_path, text, name="p.yaml"):
+    f = tmp_path / name
+    f.write_text(text)
+    return f
+
+
+def test_unknown_key_names_key_file_allowed_and_suggestion(tmp_path):
+    f = write(tmp_path, "data:\n  per_clas: 3\n")
+    with pytest.raises(ParamsError) as e:
+        load_params(f)
+    msg = str(e.value)
+    assert "'data.per_clas'" in msg and str(f) in msg and "per_class" in msg and "did you mean" in msg
+    assert "\n" not in msg
+
+
+def test_wrong_type_and_out_of_range(tmp_path):
+    with pytest.raises(ParamsError, match=r"data\.per_class: Input should be a valid integer.*'many'"):
+        load_params(write(tmp_path, "data: {per_class: many}\n"))
+    with pytest.raises(ParamsError, match=r"seed: Input should be greater than or equal to 0"):
+        load_params(write(tmp_path, "seed: -3\n"))
+    with pytest.raises(ParamsError, match=r"quality\.preset: Input should be 'seed000' or 'project'"):
+        load_params(write(tmp_path, "quality: {preset: strict}\n"))
+
+
+def test_unknown_preset_and_notebook(tmp_path):
+    with pytest.raises(ParamsError, match=r"degradation\.presets: unknown preset 'jpeg_21' \(did you mean 'jpeg_20'\?\)"):
+        load_params(write(tmp_path, "degradation: {presets: [jpeg_21]}\n"))
+    with pytest.raises(ParamsError, match=r"notebooks: no notebook '07_extra'.*allowed: 01_degradation"):
+        load_params(write(tmp_path, "notebooks: [01_degradation, 07_extra]\n"))
+    with pytest.raises(ParamsError, match=r"numbered order"):
+        load_params(write(tmp_path, "notebooks: [02_quality_check, 01_degradation]\n"))
+
+
+def test_custom_presets(tmp_path):
+    p = load_params(write(tmp_path, "degradation:\n  presets: [mine]\n  custom:\n    mine: {steps: [{op: jpeg, value: 30}, {op: gaussian_noise, value: 4}]}\n"))
+    (preset,) = p.degradation.resolved_presets()
+    assert preset.describe() == "jpeg(quality=30) -> gaussian_noise(sigma=4)"
+    with pytest.raises(ParamsError, match=r"degradation\.custom: custom preset 'bad': .*outside"):
+        load_params(write(tmp_path, "degradation:\n  custom:\n    bad: {steps: [{op: jpeg, value: 300}]}\n"))
+
+
+def test_csv_splits_are_checked(tmp_path):
+    with pytest.raises(ParamsError, match=r"data: eval_split 'test' is not a Usage of fer2013.csv; allowed: Training, PublicTest, PrivateTest"):
+        load_params(write(tmp_path, "data: {source: csv, path: x.csv, eval_split: test, train_split: Training}\n"))
+
+
+def test_missing_env_var_and_bad_yaml_and_missing_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("FER2013_DIR", raising=False)
+    p = load_params(write(tmp_path, "data: {path: '${FER2013_DIR}'}\n"))
+    with pytest.raises(ParamsError, match=r"FER2013_DIR is not set: export FER2013_DIR="):
+        p.data_path()
+    with pytest.raises(ParamsError, match=r"not valid YAML"):
+        load_params(write(tmp_path, "data: [unclosed\n"))
+    with pytest.raises(ParamsError, match=r"not found; the sets in params/ are: .*default.yaml"):
+        load_params(tmp_path / "nope.yaml")
+
+
+def test_resolved_parameters_round_trip_with_the_same_digest(tmp_path):
+    p = load_params(PARAMS_DIR / "default.yaml", {"quality.thresholds": {"snr_db_min": None}, "data.per_class": 3})
+    assert p.quality.thresholds.snr_db_min is None and p.quality.thresholds.laplacian_var_min == 150
+    save_params(p, tmp_path / "r.yaml")
+    q = load_params(tmp_path / "r.yaml")
+    assert q == p and q.digest() == p.digest()
+    assert parse_params({"seed": 1}).digest() != parse_params({"seed": 2}).digest()
+
+
+def test_cli_validate_prints_one_line_error(tmp_path):
+    f = write(tmp_path, "degradation: {batch_size: 0}\n")
+    r = subprocess.run([sys.executable, "-m", "fer_helpers.cli", "validate", str(f)], capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "degradation.batch_size" in r.stderr and str(f) in r.stderr

@@ -1,0 +1,113 @@
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from fer_helpers import data
+from fer_helpers.data import CLASSES, DataError
+
+
+def faces(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, size=(n, 48, 48), dtype=np.uint8)
+
+
+def write_csv(path, rows):
+    pd.DataFrame(rows, columns=["emotion", "pixels", "Usage"]).to_csv(path, index=False)
+
+
+def test_csv_loader_maps_usage_labels_and_reports_malformed_rows(tmp_path):
+    x = faces(4)
+    rows = [(3, " ".join(map(str, x[0].ravel())), "Training"),
+            (0, " ".join(map(str, x[1].ravel())), "PublicTest"),
+            (6, " ".join(map(str, x[2].ravel())), "PublicTest"),
+            (2, "1 2 3", "PublicTest"),  # malformed: too few pixels
+            (9, " ".join(map(str, x[3].ravel())), "PublicTest")]  # malformed: no such emotion
+    f = tmp_path / "fer2013.csv"
+    write_csv(f, rows)
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        ds = data.load_csv(f, "PublicTest")
+    assert ds.ids.tolist() == ["PublicTest/00001", "PublicTest/00002"]
+    assert [CLASSES[i] for i in ds.labels] == ["angry", "neutral"]
+    np.testing.assert_array_equal(ds.images, x[1:3])
+    assert [s[0] for s in ds.skipped] == ["fer2013.csv row 5", "fer2013.csv row 6"]
+    with pytest.raises(DataError, match="not a Usage"):
+        data.load_csv(f, "test")
+    g = tmp_path / "wrong.csv"
+    pd.DataFrame({"label": [1], "pixels": ["1"]}).to_csv(g, index=False)
+    with pytest.raises(DataError, match=r"lacks column\(s\) \['Usage', 'emotion'\]"):
+        data.load_csv(g, "PublicTest")
+
+
+def test_folder_and_csv_forms_give_the_same_faces(tmp_path):
+    x = faces(3, seed=5)
+    labels = ["happy", "sad", "happy"]
+    for i, (img, lab) in enumerate(zip(x, labels)):
+        (tmp_path / "kaggle" / "test" / lab).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(img).save(tmp_path / "kaggle" / "test" / lab / f"PublicTest_{i}.png")
+    write_csv(tmp_path / "f.csv", [(CLASSES.index(l), " ".join(map(str, im.ravel())), "PublicTest") for im, l in zip(x, labels)])
+    a = data.load_folder(tmp_path / "kaggle", "test")
+    b = data.load_csv(tmp_path / "f.csv", "PublicTest")
+    order = np.argsort([int(i.split("_")[-1].split(".")[0]) for i in a.ids])
+    np.testing.assert_array_equal(a.images[order], b.images)
+    np.testing.assert_array_equal(a.labels[order], b.labels)
+
+
+def test_folder_loader_skips_corrupt_files_by_name_and_converts_other_sizes(tmp_path):
+    d = tmp_path / "ds" / "test"
+    (d / "Happiness").mkdir(parents=True)
+    (d / "AN").mkdir()
+    Image.fromarray(np.zeros((60, 100, 3), np.uint8) + 200).save(d / "Happiness" / "big.png")
+    Image.fromarray(faces(1)[0]).save(d / "AN" / "a.png")
+    (d / "AN" / "broken.jpg").write_bytes(b"not a jpeg")
+    (d / "AN" / "notes.txt").write_text("hello")
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        ds = data.load_folder(tmp_path / "ds", "test", label_map={"AN": "angry"})
+    assert sorted(ds.ids) == ["test/AN/a.png", "test/Happiness/big.png"]
+    assert ds.images.shape == (2, 48, 48) and ds.images.dtype == np.uint8
+    assert {p for p, _ in ds.skipped} == {"test/AN/broken.jpg", "test/AN/notes.txt"}
+    assert sorted(CLASSES[i] for i in ds.labels) == ["angry", "happy"]
+    with pytest.raises(DataError, match=r"does not name a FER2013 class; add it to data.label_map"):
+        data.load_folder(tmp_path / "ds", "test")
+    with pytest.raises(DataError, match=r"no split folder .*train \(it has: test\)"):
+        data.load_folder(tmp_path / "ds", "train")
+
+
+def test_to_face48_rule():
+    img = Image.fromarray(np.tile(np.linspace(0, 255, 100, dtype=np.uint8), (60, 1)))  # 100 wide, 60 high
+    out = data.to_face48(img)
+    assert out.shape == (48, 48)
+    # the centred square crop keeps columns 20..79 of the ramp: about 51..204 after resizing
+    assert 45 < out[:, 0].mean() < 60 and 195 < out[:, -1].mean() < 210
+
+
+def test_subset_is_seeded_balanced_and_order_independent():
+    n = 70
+    ds = data.Dataset(np.array([f"id{i:03d}" for i in range(n)]), faces(n), np.arange(n) % 7, "test")
+    a = data.subset_per_class(ds, 3, seed=1)
+    assert np.bincount(a.labels).tolist() == [3] * 7
+    perm = np.random.default_rng(0).permutation(n)
+    b = data.subset_per_class(ds.take(perm), 3, seed=1)
+    assert a.ids.tolist() == b.ids.tolist()
+    assert data.subset_per_class(ds, 3, seed=2).ids.tolist() != a.ids.tolist()
+    assert data.subset_per_class(ds, None, seed=1) is ds
+
+
+def test_audit_finds_duplicates_blank_and_drop_acts_on_it():
+    x = faces(6, seed=3)
+    x[5] = 17  # blank
+    ev = data.Dataset(np.array([f"test/{i}" for i in range(6)]), x, np.array([0, 1, 2, 3, 4, 5]), "test")
+    tr_imgs = np.stack([x[1], x[2], x[2], faces(1, seed=9)[0]])
+    tr = data.Dataset(np.array(["train/a", "train/b", "train/c", "train/d"]), tr_imgs, np.array([1, 6, 2, 0]), "train")
+    au = data.audit(ev, tr, blank_std_max=1.0)
+    s = au.summary()
+    assert s["eval images also in train"] == 2 and s["... of which with a different label"] == 1
+    assert s["blank eval images"] == 1 and au.blank["id"].tolist() == ["test/5"]
+    assert au.duplicates_within["id"].tolist() == ["train/b", "train/c"]
+    assert au.counts.loc["angry"].tolist() == [1, 1]
+    kept, dropped = data.drop_flagged(ev, au, drop_train_duplicates=True, drop_blank=True)
+    assert kept.ids.tolist() == ["test/0", "test/3", "test/4"]
+    assert set(dropped["id"]) == {"test/1", "test/2", "test/5"}
+    kept2, _ = data.drop_flagged(ev, au, drop_train_duplicates=False, drop_blank=False)
+    assert len(kept2) == 6

@@ -1,0 +1,110 @@
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio
+
+from fer_helpers import degrade
+from fer_helpers.degrade import PRESETS, Step, apply_preset, degrade_all, image_rng
+
+
+def ids(n):
+    return [f"img{i}" for i in range(n)]
+
+
+def const(value, n=8, size=48):
+    return np.full((n, size, size), value, dtype=np.uint8)
+
+
+def test_noise_statistics_in_grey_levels():
+    x = const(128, n=16)
+    y = degrade.gaussian_noise(x, [image_rng(0, "p", i) for i in ids(16)], sigma=10.0)
+    d = y.astype(float) - 128
+    assert abs(d.mean()) < 0.3
+    assert 9.7 < d.std() < 10.3
+
+
+def test_noise_is_added_in_float_and_clipped_not_wrapped():
+    # seed 000 cast noise to uint8 before adding: negative noise on dark pixels wrapped to ~255
+    dark = degrade.gaussian_noise(const(3), [image_rng(0, "p", i) for i in ids(8)], sigma=20.0)
+    assert dark.min() == 0 and dark.max() < 100
+    bright = degrade.gaussian_noise(const(252), [image_rng(0, "p", i) for i in ids(8)], sigma=20.0)
+    assert bright.max() == 255 and bright.min() > 150
+
+
+def test_same_id_preset_seed_gives_same_image_and_batching_does_not_matter(sample_faces):
+    imgs, names = sample_faces.images[:20], list(sample_faces.ids[:20])
+    p = PRESETS["seed000_chain"]
+    a = apply_preset(imgs, names, p, seed=7)
+    b = degrade_all(imgs, names, p, seed=7, batch_size=3, progress=False)
+    np.testing.assert_array_equal(a, b)
+    # reversed order: each image still gets its own noise
+    r = apply_preset(imgs[::-1], names[::-1], p, seed=7)
+    np.testing.assert_array_equal(a, r[::-1])
+    assert not np.array_equal(a, apply_preset(imgs, names, p, seed=8))
+    other = degrade.make_preset("other_name", [{"op": "gaussian_noise", "value": 15}])
+    assert not np.array_equal(apply_preset(imgs, names, PRESETS["noise_15"], 7), apply_preset(imgs, names, other, 7))
+
+
+def test_jpeg_quality_orders_psnr(sample_faces):
+    x = sample_faces.images[:10]
+    psnr = {q: np.mean([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(x, degrade.jpeg(x, [], quality=q))])
+            for q in (90, 50, 20, 5)}
+    assert psnr[90] > psnr[50] > psnr[20] > psnr[5]
+
+
+def test_low_resolution_is_anti_aliased_and_keeps_shape():
+    checker = (np.indices((48, 48)).sum(axis=0) % 2 * 255).astype(np.uint8)[None]
+    out = degrade.low_resolution(checker, [], factor=2)
+    assert out.shape == checker.shape
+    # a nearest-neighbour downscale of a 1-px checkerboard aliases to a flat black or white image;
+    # the anti-aliased one averages it to mid grey
+    assert abs(out.astype(float).mean() - 127.5) < 3 and out.std() < 10
+
+
+def test_low_resolution_severity_ordering(sample_faces):
+    x = sample_faces.images[:10]
+    psnr = [np.mean([peak_signal_noise_ratio(a, b, data_range=255) for a, b in zip(x, degrade.low_resolution(x, [], factor=f))])
+            for f in (2, 4, 8)]
+    assert psnr[0] > psnr[1] > psnr[2]
+
+
+def test_salt_and_pepper_fraction_and_balance():
+    x = const(128, n=20)
+    y = degrade.salt_and_pepper(x, [image_rng(0, "sp", i) for i in ids(20)], amount=0.1)
+    changed = y != 128
+    assert 0.09 < changed.mean() < 0.11
+    assert abs((y == 0).mean() - (y == 255).mean()) < 0.01
+
+
+def test_blur_smooths_and_sigma_zero_is_identity(sample_faces):
+    x = sample_faces.images[:5]
+    np.testing.assert_array_equal(degrade.gaussian_blur(x, [], sigma=0.0), x)
+    y = degrade.gaussian_blur(x, [], sigma=2.0)
+    assert np.abs(np.diff(y.astype(float), axis=2)).mean() < 0.5 * np.abs(np.diff(x.astype(float), axis=2)).mean()
+
+
+def test_ops_reject_bad_input_and_steps_reject_out_of_range():
+    with pytest.raises(ValueError, match="uint8"):
+        degrade.gaussian_noise(np.zeros((2, 48, 48), np.float32), [], sigma=1)
+    with pytest.raises(ValueError, match="outside"):
+        Step("jpeg", 0)
+    with pytest.raises(ValueError, match="unknown degradation op"):
+        Step("sharpen", 1)
+
+
+def test_seed_presets_reproduce_the_seeds():
+    assert [(s.op, s.value) for s in PRESETS["seed000_chain"].steps] == [("gaussian_noise", 15), ("gaussian_blur", 1.5), ("jpeg", 20)]
+    assert PRESETS["seed003_low"].steps[0].value == pytest.approx(0.02 * 255, abs=0.01)
+    assert PRESETS["seed003_high"].steps[0].value == pytest.approx(0.06 * 255, abs=0.01)
+    assert PRESETS["seed003_sp"].steps[0] == Step("salt_and_pepper", 0.10)
+    assert {PRESETS[f"lowres_x{f}"].severity for f in (2, 4, 8)} == {2, 4, 8}
+    assert degrade.expand_preset_names(["seeds", "lowres_x2", "noise_15"])[:7] == list(degrade.PRESET_GROUPS["seeds"])
+
+
+def test_pair_metrics_match_scikit_image(sample_faces):
+    x = sample_faces.images[:6]
+    y = apply_preset(x, list(sample_faces.ids[:6]), PRESETS["noise_15"], 0)
+    psnr, ssim = degrade.pair_metrics(x, y)
+    assert psnr[0] == pytest.approx(peak_signal_noise_ratio(x[0], y[0], data_range=255))
+    assert np.all((ssim > 0) & (ssim < 1)) and np.all((psnr > 20) & (psnr < 30))
+    # sigma 15 of additive noise: PSNR about 20*log10(255/15) = 24.6 dB (a bit higher from clipping)
+    assert abs(np.median(psnr) - 24.6) < 1.0

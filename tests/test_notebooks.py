@@ -1,0 +1,80 @@
+"""Notebooks 01 and 02 through papermill at smoke size on real FER2013 images (../shared/data/fer2013)."""
+
+import numpy as np
+import pandas as pd
+import papermill as pm
+import pytest
+
+from fer_helpers import data, degrade, quality, runner
+from fer_helpers.config import load_params
+from fer_helpers.io import RunDir, load_images
+from fer_helpers.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def smoke(fer2013_dir, tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FER2013_DIR", str(fer2013_dir))
+    run_dir = tmp_path_factory.mktemp("smoke")
+    res = runner.run_study(PARAMS_DIR / "smoke.yaml", run_dir=run_dir, progress=False)
+    params = load_params(RunDir(run_dir).params_file)
+    yield res, RunDir(run_dir), params
+    mp.undo()
+
+
+def test_smoke_run_completes(smoke):
+    res, run, _ = smoke
+    assert res.statuses == {"01_degradation": "done", "02_quality_check": "done"}
+
+
+def test_clean_set_is_balanced_and_leak_free(smoke, fer2013_dir):
+    _, run, params = smoke
+    clean = data.load_clean(run)
+    assert np.bincount(clean.labels, minlength=7).tolist() == [4] * 7
+    across = pd.read_csv(run.path("data", "audit_duplicates_across.csv"))
+    assert len(across) > 100, "FER2013 PublicTest shares hundreds of images with Training"
+    assert not set(across["eval_id"]) & set(clean.ids)
+    # the draw is the seeded subset of what the audit kept: recompute it from the raw folder
+    ev = data.load_folder(fer2013_dir, "test")
+    kept = ev.take(np.flatnonzero(~np.isin(ev.ids, pd.read_csv(run.path("data", "dropped.csv"))["id"])))
+    assert data.subset_per_class(kept, 4, params.seed).ids.tolist() == clean.ids.tolist()
+
+
+def test_degraded_files_are_the_seeded_function_of_the_clean_images(smoke):
+    _, run, params = smoke
+    clean = data.load_clean(run)
+    for p in params.degradation.resolved_presets():
+        stored = degrade.load_degraded(run, p.name, clean.ids)
+        np.testing.assert_array_equal(stored, degrade.apply_preset(clean.images, clean.ids, p, params.seed))
+
+
+def test_metrics_and_quality_numbers(smoke):
+    _, run, params = smoke
+    clean = data.load_clean(run)
+    metrics = pd.read_csv(run.path("degradation", "metrics.csv"))
+    assert len(metrics) == len(clean) * len(params.degradation.resolved_presets())
+    med = metrics.groupby("preset")["psnr"].median()
+    assert med["seed003_high"] == pytest.approx(20 * np.log10(255 / 15.3), abs=1.5)  # additive noise PSNR
+    assert med["jpeg_10"] < 35 and med["lowres_x4"] < 30
+    scores = pd.read_csv(run.path("quality", "scores.csv"))
+    recomputed = quality.measure(degrade.load_degraded(run, "blur_3", clean.ids))
+    stored = scores[scores.condition == "blur_3"].set_index("id").loc[clean.ids]
+    np.testing.assert_allclose(stored["laplacian_var"], recomputed["laplacian_var"], rtol=1e-9)
+    det = pd.read_csv(run.path("quality", "detector.csv")).set_index("condition")
+    assert det.loc["seed003_high", "auc_noise"] > 0.95
+    assert det.loc["blur_3", "auc_blur"] > 0.95
+    assert det.loc["jpeg_10", "auc_jpeg"] > 0.95
+    assert det.loc["seed000_chain", "hit_rate"] > 0.9
+
+
+def test_notebook_02_runs_alone_and_builds_what_it_needs(fer2013_dir, tmp_path, monkeypatch):
+    """Opened alone (JupyterLab), 02 computes the upstream files itself through the same library calls."""
+    monkeypatch.setenv("FER2013_DIR", str(fer2013_dir))
+    out = tmp_path / "02.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS_DIR / "02_quality_check.ipynb"), str(out), cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                        parameters={"PARAMS_FILE": str(PARAMS_DIR / "smoke.yaml"), "RUN_DIR": str(tmp_path / "run"),
+                                    "OVERRIDES": {"data.per_class": 2, "degradation.presets": ["noise_25"]}})
+    det = pd.read_csv(tmp_path / "run" / "quality" / "detector.csv")
+    assert det["condition"].tolist() == ["noise_25"] and det["n_pairs"].iloc[0] == 14

@@ -1,0 +1,98 @@
+"""The runner end to end on the bundled sample: report, offline plotly, resume, --force, failure handling."""
+
+import json
+import re
+import shutil
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+from fer_helpers import runner
+from fer_helpers.io import RunDir, load_images
+from fer_helpers.paths import NOTEBOOKS_DIR, PARAMS_DIR
+
+pytestmark = pytest.mark.notebook
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("default_run")
+    res = runner.run_study(PARAMS_DIR / "default.yaml", run_dir=run_dir, progress=False)
+    return res
+
+
+def test_default_run_writes_report_params_and_versions(default_run):
+    assert default_run.statuses == {"01_degradation": "done", "02_quality_check": "done"}
+    run = RunDir(default_run.run_dir)
+    for f in ("index.html", "01_degradation.html", "02_quality_check.html", "params.resolved.yaml", "versions.json"):
+        assert run.path(f).is_file(), f
+    versions = json.loads(run.versions_file.read_text())
+    assert versions["packages"]["numpy"] == np.__version__ and versions["python"]
+
+
+def test_report_html_embeds_plotly_offline_and_hides_code(default_run):
+    html = (default_run.run_dir / "01_degradation.html").read_text()
+    assert re.search(r"plotly\.js v\d", html), "plotly.js must be embedded in the page"
+    assert html.count("Plotly.newPlot") >= 4
+    assert not re.search(r"<script[^>]+src=[\"']https?://[^\"']*plotly", html), "no plotly from a CDN"
+    assert "report.start(PARAMS_FILE" not in html, "code cells must be hidden"
+
+
+def test_index_shows_headline_numbers_from_the_run_files(default_run):
+    run = RunDir(default_run.run_dir)
+    index = run.path("index.html").read_text()
+    summary = json.loads(run.path("data", "summary.json").read_text())
+    assert "Data audit" in index and f"<td>{summary['eval images in the study']}</td>" in index
+    # the bundled sample holds 14 test faces that also occur in train, and one blank face: the run drops them
+    assert summary["eval images also in train"] == 14 and summary["blank eval images"] == 1
+    assert summary["eval images in the study"] == 56 - 15
+    det = pd.read_csv(run.path("quality", "detector.csv"))
+    for auc in det["auc_verdict"].round(4).head(3):
+        assert f"{auc:.4g}" in index
+
+
+def test_written_metrics_match_recomputation_and_pairs(default_run):
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    run = RunDir(default_run.run_dir)
+    clean = load_images(run.clean_file)
+    metrics = pd.read_csv(run.path("degradation", "metrics.csv"))
+    deg = load_images(run.degraded_file("seed000_chain"))
+    assert deg["ids"].tolist() == clean["ids"].tolist()
+    m = metrics[metrics.preset == "seed000_chain"].set_index("id").loc[clean["ids"]]
+    for k in (0, 7, 20):
+        a, b = clean["images"][k], deg["images"][k]
+        assert m["psnr"].iloc[k] == pytest.approx(peak_signal_noise_ratio(a, b, data_range=255))
+        assert m["ssim"].iloc[k] == pytest.approx(structural_similarity(a, b, data_range=255))
+
+
+def test_rerun_skips_unchanged_and_force_reruns(default_run):
+    before = (default_run.run_dir / "02_quality_check.html").stat().st_mtime_ns
+    res = runner.run_study(PARAMS_DIR / "default.yaml", run_dir=default_run.run_dir, progress=False)
+    assert set(res.statuses.values()) == {"skipped (unchanged)"}
+    assert (default_run.run_dir / "02_quality_check.html").stat().st_mtime_ns == before
+    res = runner.run_study(PARAMS_DIR / "default.yaml", run_dir=default_run.run_dir, progress=False, only=["02_quality_check"], force=True)
+    assert res.statuses == {"01_degradation": "skipped (unchanged)", "02_quality_check": "done"}
+
+
+def test_failing_notebook_names_cell_and_partial_output_and_keeps_earlier_outputs(tmp_path, monkeypatch):
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    shutil.copy(NOTEBOOKS_DIR / "01_degradation.ipynb", nbdir)
+    broken = nbformat.read(NOTEBOOKS_DIR / "02_quality_check.ipynb", as_version=4)
+    broken.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('deliberate failure for the test')"))
+    nbformat.write(broken, nbdir / "02_quality_check.ipynb")
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr("fer_helpers.config.NOTEBOOKS_DIR", nbdir)
+    run_dir = tmp_path / "run"
+    with pytest.raises(runner.NotebookFailed) as e:
+        runner.run_study(PARAMS_DIR / "default.yaml", run_dir=run_dir, progress=False)
+    msg = str(e.value)
+    assert "02_quality_check" in msg and "RuntimeError: deliberate failure" in msg and "cell" in msg
+    assert str(run_dir / "notebooks" / "02_quality_check.ipynb") in msg and e.value.partial.is_file()
+    assert (run_dir / "01_degradation.html").is_file() and (run_dir / "degraded" / "seed000_chain.npz").is_file()
+    state = json.loads((run_dir / runner.STATE_FILE).read_text())
+    assert state["01_degradation"]["status"] == "done" and state["02_quality_check"]["status"] == "failed"
+    assert "failed" in (run_dir / "index.html").read_text()
