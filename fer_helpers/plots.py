@@ -58,6 +58,8 @@ def distribution(df: pd.DataFrame, x: str, y: str, color: str | None = None, tit
 def table_heatmap(table: pd.DataFrame, title: str = "", fmt: str = ".2f", zmin: float | None = None, zmax: float | None = None, colorscale: str = "Viridis") -> go.Figure:
     fig = px.imshow(table, text_auto=fmt, aspect="auto", zmin=zmin, zmax=zmax, color_continuous_scale=colorscale, title=title)
     fig.update_xaxes(side="top")
+    fig.update_yaxes(tickmode="array", tickvals=list(range(len(table.index))), ticktext=[str(i) for i in table.index])
+    fig.update_layout(height=max(360, 24 * len(table.index) + 160))
     return fig
 
 

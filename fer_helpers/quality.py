@@ -178,3 +178,19 @@ def load_verdicts(run, condition: str) -> pd.DataFrame:
     if out.empty:
         raise KeyError(f"no quality verdicts for condition {condition!r} in {run.path('quality', 'scores.csv')}")
     return out.set_index("id")
+
+
+def calibrate_thresholds(clean_images: np.ndarray, false_alarm: float = 0.05) -> dict[str, float]:
+    """Thresholds that flag a fraction ``false_alarm`` of ``clean_images`` per measure.
+
+    Run on clean *training* faces, never on the evaluation split. The ``project`` preset in
+    :mod:`fer_helpers.config` is this function on 400 FER2013 Training faces per class (seed 0, blank
+    faces excluded) at 5%, rounded; ``scripts/calibrate_quality.py`` reproduces it.
+    """
+    m = measure(clean_images)
+    q = 100 * false_alarm
+    return {
+        "laplacian_var_min": float(np.percentile(m["laplacian_var"], q)),
+        "snr_db_min": float(np.percentile(m["snr_db"], q)),
+        "blockiness_max": float(np.percentile(m["blockiness"], 100 - q)),
+    }

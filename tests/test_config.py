@@ -3,7 +3,7 @@ import sys
 
 import pytest
 
-from fer_helpers.config import ParamsError, load_params, parse_params, save_params
+from fer_helpers.config import QUALITY_PRESETS, ParamsError, load_params, parse_params, save_params
 from fer_helpers.paths import PARAMS_DIR
 
 
@@ -74,7 +74,8 @@ def test_missing_env_var_and_bad_yaml_and_missing_file(tmp_path, monkeypatch):
 
 def test_resolved_parameters_round_trip_with_the_same_digest(tmp_path):
     p = load_params(PARAMS_DIR / "default.yaml", {"quality.thresholds": {"snr_db_min": None}, "data.per_class": 3})
-    assert p.quality.thresholds.snr_db_min is None and p.quality.thresholds.laplacian_var_min == 150
+    assert p.quality.thresholds.snr_db_min is None
+    assert p.quality.thresholds.laplacian_var_min == QUALITY_PRESETS["project"]["laplacian_var_min"]
     save_params(p, tmp_path / "r.yaml")
     q = load_params(tmp_path / "r.yaml")
     assert q == p and q.digest() == p.digest()

@@ -78,3 +78,14 @@ def test_notebook_02_runs_alone_and_builds_what_it_needs(fer2013_dir, tmp_path, 
                                     "OVERRIDES": {"data.per_class": 2, "degradation.presets": ["noise_25"]}})
     det = pd.read_csv(tmp_path / "run" / "quality" / "detector.csv")
     assert det["condition"].tolist() == ["noise_25"] and det["n_pairs"].iloc[0] == 14
+
+
+def test_project_quality_thresholds_are_the_training_calibration(fer2013_dir):
+    """The `project` preset is not hand-tuned: it is 5% false alarms on clean Training faces, recomputed here."""
+    from fer_helpers.config import QUALITY_PRESETS
+
+    train = data.load_folder(fer2013_dir, "train")
+    not_blank = train.take(np.flatnonzero(train.images.reshape(len(train), -1).std(axis=1) > 1.0))
+    got = quality.calibrate_thresholds(data.subset_per_class(not_blank, 400, 0).images, 0.05)
+    for key, value in QUALITY_PRESETS["project"].items():
+        assert value == pytest.approx(got[key], rel=0.005), key
