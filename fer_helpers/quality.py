@@ -52,8 +52,11 @@ def noise_sigma(images: np.ndarray) -> np.ndarray:
 
     x = _as_stack(images).astype(np.float64)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # "image is not 2D with channel_axis" style notes
-        return np.array([estimate_sigma(im, channel_axis=None) for im in x])
+        # a constant image has no non-zero wavelet detail: scikit-image returns NaN (mean of an empty
+        # slice); it has no noise, so it is 0 here
+        warnings.simplefilter("ignore", RuntimeWarning)
+        est = np.array([estimate_sigma(im, channel_axis=None) for im in x])
+    return np.nan_to_num(est, nan=0.0)
 
 
 def snr_db(images: np.ndarray, sigma: np.ndarray, floor: float = 0.5) -> np.ndarray:

@@ -25,6 +25,15 @@ def test_noise_sigma_recovers_known_noise(rng):
         assert est == pytest.approx(sigma, rel=0.12)
 
 
+def test_blank_image_has_no_noise_no_signal_and_is_flagged():
+    blank = np.full((1, 48, 48), 120, np.uint8)
+    m = quality.measure(blank)
+    assert m["noise_sigma"].iloc[0] == pytest.approx(0, abs=1e-9)
+    assert np.isfinite(m["snr_db"].iloc[0]) and m["snr_db"].iloc[0] < 0  # no signal at all
+    v = quality.verdict(m, QualityThresholds(laplacian_var_min=100, snr_db_min=10, blockiness_max=1.2))
+    assert v["verdict"].iloc[0] == "blur+noise"
+
+
 def test_snr_db_known_values():
     x = np.zeros((1, 10, 10), np.uint8)
     x[0, :, 5:] = 100  # variance 2500
