@@ -155,6 +155,67 @@ class QualityParams(_Section):
         return data
 
 
+class UNetTrainParams(_Section):
+    epochs: int = Field(default=1, ge=1, le=500)
+    """Epochs when the notebook trains the U-Net itself (``restoration.train_unet: true``)."""
+    presets: list[str] = Field(default_factory=lambda: ["seeds", "noise_sweep", "blur_sweep", "jpeg_sweep", "sp_sweep"])
+    """Degradations the blind model learns (groups allowed)."""
+    max_train_images: Optional[int] = Field(default=None, ge=64)
+    """Cap on Training faces (null: all)."""
+    batch_size: int = Field(default=64, ge=1, le=4096)
+
+    @field_validator("presets")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        bad = [n for n in degrade.expand_preset_names(v) if n not in degrade.PRESETS]
+        if bad:
+            raise ValueError(f"unknown preset(s) {bad}; `fer-study presets` lists them")
+        return v
+
+
+class RestorationParams(_Section):
+    restorers: list[str] = Field(default_factory=lambda: ["none", "median", "nlm", "unsharp", "wiener", "auto", "unet", "gfpgan_v1.4", "codeformer"])
+    """Restorers to run (``none`` is always added: it is the baseline); ``fer-study restorers`` lists them."""
+    gate: list[str] = Field(default_factory=lambda: ["auto", "unet"])
+    """Restorers also run behind the quality gate (restore only the faces the check flags), as ``<name>+gate``."""
+    presets: Optional[list[str]] = None
+    """Degradation presets to restore (null: every preset of the run)."""
+    batch_size: int = Field(default=64, ge=1, le=4096)
+    """Faces per restorer call."""
+    weights: dict[str, str] = Field(default_factory=dict)
+    """Restorer -> weights file, e.g. ``{gfpgan_v1.4: ~/models/GFPGANv1.4.pth, unet: models/unet_denoiser/blind.safetensors}``."""
+    allow_download: bool = True
+    """Fetch missing face-prior weights once from their official release URLs (fails fast offline)."""
+    codeformer_w: float = Field(default=0.8, ge=0.0, le=1.0)
+    """CodeFormer fidelity weight w (0 = quality, 1 = fidelity; seed 001 used 0.8)."""
+    train_unet: bool = False
+    """Train the U-Net in the notebook (on data.path's train split) instead of loading the shipped weights."""
+    unet_training: UNetTrainParams = Field(default_factory=UNetTrainParams)
+    gallery_faces: int = Field(default=3, ge=1, le=20)
+    """Faces per gallery (best, median and worst PSNR gain, in turn)."""
+
+    @field_validator("restorers", "gate")
+    @classmethod
+    def _known_restorers(cls, v: list[str]) -> list[str]:
+        from .restore import available_names
+
+        known = available_names()
+        for n in v:
+            if n not in known:
+                hint = difflib.get_close_matches(n, known, n=1)
+                raise ValueError(f"unknown restorer {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(known)}")
+        return v
+
+    @field_validator("presets")
+    @classmethod
+    def _known_presets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None:
+            bad = [n for n in v if n not in degrade.PRESETS and n not in degrade.PRESET_GROUPS]
+            if bad:
+                raise ValueError(f"unknown preset(s) {bad}; use names from degradation.presets (or null for all)")
+        return v
+
+
 class ComputeParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: ``auto`` uses a GPU when torch sees one."""
@@ -167,13 +228,14 @@ class StudyParams(_Section):
     """Run name: outputs go to ``reports/<name>/``."""
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Master seed: subsetting and every random degradation derive from it."""
-    notebooks: list[str] = Field(default_factory=lambda: ["01_degradation", "02_quality_check"], min_length=1)
+    notebooks: list[str] = Field(default_factory=lambda: ["01_degradation", "02_quality_check", "03_restoration"], min_length=1)
     """Notebooks the runner executes, in this order (names in ``notebooks/`` without ``.ipynb``)."""
     show_progress: bool = True
     """Progress bars inside the notebooks."""
     data: DataParams = Field(default_factory=DataParams)
     degradation: DegradationParams = Field(default_factory=DegradationParams)
     quality: QualityParams = Field(default_factory=QualityParams)
+    restoration: RestorationParams = Field(default_factory=RestorationParams)
     compute: ComputeParams = Field(default_factory=ComputeParams)
 
     @field_validator("notebooks")
@@ -203,6 +265,25 @@ class StudyParams(_Section):
 
     def quality_thresholds(self) -> QualityThresholds:
         return self.quality.thresholds
+
+    def device(self) -> str:
+        """``compute.device`` resolved: ``auto`` is ``cuda`` when torch sees a GPU, else ``cpu``."""
+        if self.compute.device != "auto":
+            return self.compute.device
+        import torch
+
+        return "cuda" if torch.cuda.is_available() else "cpu"
+
+    def restoration_presets(self) -> list[degrade.Preset]:
+        """The run's presets that notebook 03 restores (all of them unless restoration.presets narrows it)."""
+        run = self.degradation.resolved_presets()
+        if self.restoration.presets is None:
+            return run
+        want = degrade.expand_preset_names(self.restoration.presets)
+        missing = [n for n in want if n not in {p.name for p in run}]
+        if missing:
+            raise ParamsError(f"restoration.presets {missing} are not in degradation.presets; add them there first")
+        return [p for p in run if p.name in want]
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")

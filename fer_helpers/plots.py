@@ -70,3 +70,7 @@ def roc_curves(curves: Mapping[str, pd.DataFrame], aucs: Mapping[str, float], ti
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance", hoverinfo="skip"))
     fig.update_layout(title=title, xaxis_title="false-alarm rate (clean flagged)", yaxis_title="hit rate (degraded flagged)", width=720, height=520)
     return fig
+
+
+def bar(df: pd.DataFrame, x: str, y: str, title: str = "", log_y: bool = False, color: str | None = None) -> go.Figure:
+    return px.bar(df, x=x, y=y, color=color, log_y=log_y, title=title, text_auto=".3g")

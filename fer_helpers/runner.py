@@ -92,7 +92,13 @@ def run_study(
         prev = state.get(name, {})
         unchanged = prev.get("status") == "done" and prev.get("params") == digest and prev.get("source") == src_digest and out_html.exists()
         if only and name not in only:
-            statuses[name] = "skipped (unchanged)" if unchanged else "not run (--only)"
+            if upstream_reran and name in state:
+                # its inputs changed under it: mark it so the next run without --only reruns it
+                state[name] = {**state[name], "status": "stale"}
+                write_json(state_path, state)
+                statuses[name] = "stale (an earlier notebook reran; run without --only)"
+            else:
+                statuses[name] = "skipped (unchanged)" if unchanged else "not run (--only)"
             continue
         if unchanged and not force and not upstream_reran:
             statuses[name] = "skipped (unchanged)"

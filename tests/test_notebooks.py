@@ -26,7 +26,7 @@ def smoke(fer2013_dir, tmp_path_factory):
 
 def test_smoke_run_completes(smoke):
     res, run, _ = smoke
-    assert res.statuses == {"01_degradation": "done", "02_quality_check": "done"}
+    assert res.statuses == {"01_degradation": "done", "02_quality_check": "done", "03_restoration": "done"}
 
 
 def test_clean_set_is_balanced_and_leak_free(smoke, fer2013_dir):
@@ -89,3 +89,46 @@ def test_project_quality_thresholds_are_the_training_calibration(fer2013_dir):
     got = quality.calibrate_thresholds(data.subset_per_class(not_blank, 400, 0).images, 0.05)
     for key, value in QUALITY_PRESETS["project"].items():
         assert value == pytest.approx(got[key], rel=0.005), key
+
+
+def test_restoration_numbers_and_pairs(smoke):
+    from fer_helpers import restore
+    from fer_helpers.degrade import pair_metrics
+
+    _, run, params = smoke
+    clean = data.load_clean(run)
+    metrics = pd.read_csv(run.path("restoration", "metrics.csv"))
+    table = pd.read_csv(run.path("restoration", "restorers.csv")).set_index("restorer")
+    assert table.loc["median", "available"] and table.loc["auto+gate", "available"]
+    # GFPGAN has no weights here and may not download: listed with the reason and the fix, not missing
+    g = table.loc["gfpgan_v1.4"]
+    assert not g["available"] and "GFPGANv1.4.pth" in g["reason"] + g["fix"]
+    # every written score is the scikit-image score of the written images
+    for name, cond in [("median", "seed003_sp"), ("auto+gate", "seed000_chain"), ("nlm", "clean")]:
+        out = restore.load_restored(run, name, cond, clean.ids)
+        psnr, ssim = pair_metrics(clean.images, out)
+        m = metrics[(metrics.restorer == name) & (metrics.condition == cond)].set_index("id").loc[clean.ids]
+        np.testing.assert_allclose(m["psnr"], psnr)
+        np.testing.assert_allclose(m["ssim"], ssim)
+    # the unrestored scores are notebook 01's scores
+    deg = pd.read_csv(run.path("degradation", "metrics.csv"))
+    a = metrics[(metrics.restorer == "none") & (metrics.condition == "jpeg_10")].set_index("id")["psnr"]
+    b = deg[deg.preset == "jpeg_10"].set_index("id")["psnr"]
+    np.testing.assert_allclose(a.loc[b.index], b)
+    # median removes salt-and-pepper: a large paired gain
+    s = restore.summary(metrics).set_index(["condition", "restorer"])
+    assert s.loc[("seed003_sp", "median"), "PSNR gain (dB)"] > 8
+
+
+def test_gate_restored_exactly_the_faces_notebook_02_flagged(smoke):
+    from fer_helpers import restore
+
+    _, run, params = smoke
+    clean = data.load_clean(run)
+    for cond in ("seed003_high", "clean"):
+        flagged = quality.load_verdicts(run, cond).loc[clean.ids, "flagged"].to_numpy()
+        before = clean.images if cond == "clean" else degrade.load_degraded(run, cond, clean.ids)
+        gated = restore.load_restored(run, "auto+gate", cond, clean.ids)
+        full = restore.load_restored(run, "auto", cond, clean.ids)
+        np.testing.assert_array_equal(gated[~flagged], before[~flagged])
+        np.testing.assert_array_equal(gated[flagged], full[flagged])

@@ -1,0 +1,475 @@
+"""Restorers: one registry (``name -> factory``), one batched interface, scored on the run's pairs.
+
+``create(name, ctx)`` builds one; ``build(params, run)`` is notebook 03's stage. Every restorer takes a stack of 48x48 grey ``uint8`` faces, shape ``(N, 48, 48)``, and returns the same
+shape and dtype. Adding one is a class (or a module) and a ``@register("name")`` line.
+
+A restorer that cannot run here (missing weights, package or GPU) raises :class:`RestorerUnavailable`
+from its factory with the reason and the fix; the study lists it as unavailable and goes on.
+
+Restorers see only the degraded image: none is told which preset made it. ``auto`` picks a classical
+filter per image from the quality check's own measurements, and ``<name>+gate`` applies ``<name>`` only
+to the faces the quality check flags (with the run's thresholds), leaving the others untouched.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+from scipy import ndimage
+
+from .degrade import _as_stack
+from .paths import MODELS_DIR
+
+
+class RestorerUnavailable(RuntimeError):
+    """A restorer that cannot run in this environment; ``reason`` says why and ``fix`` what to do."""
+
+    def __init__(self, name: str, reason: str, fix: str):
+        super().__init__(f"{name}: {reason} ({fix})")
+        self.name, self.reason, self.fix = name, reason, fix
+
+
+@dataclass
+class RestoreContext:
+    """What a factory may need: where to run, batch size, weight files, quality thresholds."""
+
+    device: str = "cpu"
+    batch_size: int = 64
+    weights: dict[str, str] = field(default_factory=dict)  # restorer name -> weights file (overrides the default)
+    allow_download: bool = True  # face-prior weights may be fetched once from their official release URL
+    cache_dir: Path = Path.home() / ".cache" / "fer-study"
+    thresholds: Any = None  # QualityThresholds, for auto and the gate
+    codeformer_w: float = 0.8
+
+
+class Restorer(ABC):
+    name: str = ""
+    family: str = ""  # identity | classical | learned | face prior
+
+    @abstractmethod
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        """Restore a batch: uint8 (N, 48, 48) in, the same out."""
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        images = _as_stack(images)
+        if len(images) == 0:
+            return images.copy()
+        out = self.restore(images)
+        if out.shape != images.shape or out.dtype != np.uint8:
+            raise RuntimeError(f"restorer {self.name} returned {out.dtype} {out.shape} for {images.shape}")
+        return out
+
+    def describe(self) -> str:
+        return self.__doc__.strip().splitlines()[0] if self.__doc__ else self.name
+
+
+REGISTRY: dict[str, Callable[[RestoreContext], Restorer]] = {}
+GATE_SUFFIX = "+gate"
+
+
+def register(name: str, family: str) -> Callable:
+    """Class decorator: ``@register("median", "classical")`` adds a restorer built as ``cls(ctx)``."""
+
+    def deco(cls: type[Restorer]) -> type[Restorer]:
+        cls.name, cls.family = name, family
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def create(name: str, ctx: RestoreContext) -> Restorer:
+    """Build a restorer by name (``x+gate`` gives the gated ``x``); raises :class:`RestorerUnavailable`."""
+    if name.endswith(GATE_SUFFIX):
+        return Gated(create(name[: -len(GATE_SUFFIX)], ctx), ctx.thresholds)
+    _load_plugins()
+    if name not in REGISTRY:
+        raise KeyError(f"unknown restorer {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    return REGISTRY[name](ctx)
+
+
+def _load_plugins() -> None:
+    """Import the modules that register the heavier restorers (only when a restorer is built)."""
+    from . import face_priors  # noqa: F401  (GFPGAN, CodeFormer)
+
+
+def available_names() -> list[str]:
+    _load_plugins()
+    return sorted(REGISTRY)
+
+
+def _float(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float64) / 255.0
+
+
+def _uint8(x: np.ndarray) -> np.ndarray:
+    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
+
+
+# ---- identity and classical ---------------------------------------------------------------------
+
+
+@register("none", "identity")
+class Identity(Restorer):
+    """No restoration: the degraded face itself (the baseline every comparison is paired against)."""
+
+    def __init__(self, ctx: RestoreContext | None = None):
+        pass
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        return images.copy()
+
+
+@register("median", "classical")
+class Median(Restorer):
+    """3x3 median filter (for salt-and-pepper), batched."""
+
+    def __init__(self, ctx: RestoreContext | None = None, size: int = 3):
+        self.size = size
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        return ndimage.median_filter(images, size=(1, self.size, self.size), mode="mirror")
+
+
+@register("nlm", "classical")
+class NonLocalMeans(Restorer):
+    """Non-local means (scikit-image), strength set per image from its estimated noise sigma."""
+
+    def __init__(self, ctx: RestoreContext | None = None, h_factor: float = 0.6, patch_size: int = 5, patch_distance: int = 6):
+        self.h_factor = h_factor  # h = h_factor * sigma_hat; defaults tuned on PublicTest (scripts/tune_classical.py)
+        self.patch_size, self.patch_distance = patch_size, patch_distance
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        from skimage.restoration import denoise_nl_means
+
+        from .quality import noise_sigma
+
+        sig = noise_sigma(images) / 255.0
+        x = _float(images)
+        out = np.stack([
+            denoise_nl_means(im, h=self.h_factor * s, sigma=s, patch_size=self.patch_size,
+                             patch_distance=self.patch_distance, fast_mode=True, channel_axis=None) if s > 0 else im
+            for im, s in zip(x, sig)
+        ])
+        return _uint8(out)
+
+
+@register("unsharp", "classical")
+class Unsharp(Restorer):
+    """Unsharp masking (scikit-image) for blur: ``x + amount * (x - gaussian(x, radius))``, batched."""
+
+    def __init__(self, ctx: RestoreContext | None = None, radius: float = 0.5, amount: float = 2.0):
+        self.radius, self.amount = radius, amount  # defaults tuned on PublicTest (scripts/tune_classical.py)
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        from skimage.filters import unsharp_mask
+
+        # channel_axis=0: each face is filtered on its own (the batch axis is never blurred across)
+        return _uint8(unsharp_mask(_float(images), radius=self.radius, amount=self.amount, channel_axis=0))
+
+
+@register("wiener", "classical")
+class Wiener(Restorer):
+    """Wiener deconvolution (scikit-image) with a Gaussian blur kernel of fixed sigma."""
+
+    def __init__(self, ctx: RestoreContext | None = None, psf_sigma: float = 0.7, balance: float = 0.01):
+        self.balance = balance  # defaults tuned on PublicTest (scripts/tune_classical.py)
+        r = int(np.ceil(3 * psf_sigma))
+        yy, xx = np.mgrid[-r : r + 1, -r : r + 1]
+        psf = np.exp(-(xx**2 + yy**2) / (2 * psf_sigma**2))
+        self.psf = psf / psf.sum()
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        from skimage.restoration import wiener
+
+        # reflect-pad: the FFT-based deconvolution treats the image as periodic, which rings at the borders
+        pad = 2 * self.psf.shape[0]
+        x = np.pad(_float(images), ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+        out = np.stack([wiener(im, self.psf, self.balance, clip=True) for im in x])
+        return _uint8(out[:, pad:-pad, pad:-pad])
+
+
+def impulse_fraction(images: np.ndarray, min_jump: int = 60) -> np.ndarray:
+    """Share of pixels that are 0 or 255 and differ from their 3x3 median by ``min_jump``: isolated impulses."""
+    x = _as_stack(images)
+    med = ndimage.median_filter(x, size=(1, 3, 3), mode="mirror")
+    imp = ((x == 0) | (x == 255)) & (np.abs(x.astype(np.int16) - med) >= min_jump)
+    return imp.reshape(len(x), -1).mean(axis=1)
+
+
+@register("auto", "classical")
+class Auto(Restorer):
+    """Picks a classical filter per face from the quality check: impulses -> median, noise -> NLM, blur -> unsharp."""
+
+    impulse_min = 0.01  # share of isolated 0/255 pixels that marks salt-and-pepper
+
+    def __init__(self, ctx: RestoreContext):
+        from .config import QUALITY_PRESETS, QualityThresholds
+
+        self.thresholds = ctx.thresholds or QualityThresholds(**QUALITY_PRESETS["project"])
+        self.median, self.nlm, self.unsharp = Median(), NonLocalMeans(), Unsharp()
+
+    def plan(self, images: np.ndarray) -> np.ndarray:
+        """The filter chosen for each face: 'median', 'nlm', 'unsharp', 'nlm+unsharp' or 'none'."""
+        from . import quality
+
+        v = quality.verdict(quality.measure(images), self.thresholds)
+        impulse = impulse_fraction(images) >= self.impulse_min
+        noisy = v["flag_noise"].to_numpy() | v["flag_jpeg"].to_numpy()
+        blur = v["flag_blur"].to_numpy()
+        plan = np.full(len(images), "none", dtype=object)
+        plan[blur] = "unsharp"
+        plan[noisy] = "nlm"
+        plan[noisy & blur] = "nlm+unsharp"
+        plan[impulse] = "median"
+        return plan
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        plan = self.plan(images)
+        out = images.copy()
+        for step_names in set(plan) - {"none"}:
+            idx = np.flatnonzero(plan == step_names)
+            x = images[idx]
+            for step in step_names.split("+"):
+                x = getattr(self, step)(x)
+            out[idx] = x
+        return out
+
+
+class Gated(Restorer):
+    """Applies the inner restorer only to faces the quality check flags; the rest pass through."""
+
+    family = "gated"
+
+    def __init__(self, inner: Restorer, thresholds: Any):
+        from .config import QUALITY_PRESETS, QualityThresholds
+
+        self.inner = inner
+        self.name = inner.name + GATE_SUFFIX
+        self.thresholds = thresholds or QualityThresholds(**QUALITY_PRESETS["project"])
+
+    def flagged(self, images: np.ndarray) -> np.ndarray:
+        from . import quality
+
+        return quality.verdict(quality.measure(images), self.thresholds)["flagged"].to_numpy(dtype=bool)
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        out = images.copy()
+        f = self.flagged(images)
+        if f.any():
+            out[f] = self.inner(images[f])
+        return out
+
+
+# ---- learned: the project's Attention U-Net ------------------------------------------------------
+
+UNET_WEIGHTS = MODELS_DIR / "unet_denoiser" / "blind.safetensors"
+
+
+@register("unet", "learned")
+class UNetDenoiser(Restorer):
+    """The project's Attention U-Net (seed 003's architecture), one blind model for every preset."""
+
+    def __init__(self, ctx: RestoreContext):
+        from . import unet
+
+        path = Path(ctx.weights.get("unet", UNET_WEIGHTS))
+        try:
+            self.model, self.meta = unet.load_model(path, ctx.device)
+        except (FileNotFoundError, ValueError) as e:
+            raise RestorerUnavailable("unet", str(e).split(":")[0], "train it: see models/unet_denoiser/README.md") from None
+        self.device, self.batch_size = ctx.device, ctx.batch_size
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        from . import unet
+
+        return unet.denoise(self.model, images, self.device, self.batch_size)
+
+
+def run_restorer(restorer: Restorer, images: np.ndarray, batch_size: int, progress: bool = False, desc: str = "") -> tuple[np.ndarray, float]:
+    """Restore a whole stack in batches; returns the result and the wall-clock seconds per image."""
+    from tqdm.auto import tqdm
+
+    out = np.empty_like(images)
+    starts = range(0, len(images), batch_size)
+    t0 = time.perf_counter()
+    for s in tqdm(starts, desc=desc or restorer.name, disable=not progress or len(starts) < 2, leave=False):
+        out[s : s + batch_size] = restorer(images[s : s + batch_size])
+    return out, (time.perf_counter() - t0) / max(len(images), 1)
+
+
+# ---- stage: restore every degraded preset with every restorer, score against the clean faces ------
+
+STAGE = "restoration"
+
+
+def context_for(params, run=None) -> RestoreContext:
+    r = params.restoration
+    weights = dict(r.weights)
+    if run is not None and r.train_unet:
+        weights["unet"] = str(run.path("models", "unet.safetensors"))
+    from .paths import resolve_path
+
+    return RestoreContext(device=params.device(), batch_size=r.batch_size,
+                          weights={k: str(resolve_path(v)) for k, v in weights.items()}, allow_download=r.allow_download,
+                          thresholds=params.quality_thresholds(), codeformer_w=r.codeformer_w)
+
+
+def restorer_names(params) -> list[str]:
+    """``none`` first, then the listed restorers, then the gated ones."""
+    names = ["none"] + [n for n in params.restoration.restorers if n != "none"]
+    return names + [g + GATE_SUFFIX for g in params.restoration.gate if g != "none"]
+
+
+def restored_file(run, restorer: str, preset: str) -> Path:
+    return run.path("restored", restorer, f"{preset}.npz")
+
+
+CLEAN = "clean"
+
+
+def load_restored(run, restorer: str, preset: str, ids: np.ndarray | None = None) -> np.ndarray:
+    """Restored faces for one (restorer, condition), paired with the clean set.
+
+    ``preset`` is a degradation preset or ``"clean"`` (the restorer applied to the clean faces);
+    restorer ``none`` gives the degraded (or clean) faces themselves.
+    """
+    from . import data, degrade
+    from .io import load_images
+
+    if restorer == "none":
+        if preset == CLEAN:
+            clean = data.load_clean(run)
+            if ids is not None and not np.array_equal(clean.ids, ids):
+                raise ValueError("ids are not the run's clean set")
+            return clean.images
+        return degrade.load_degraded(run, preset, ids)
+    z = load_images(restored_file(run, restorer, preset))
+    if ids is not None and not np.array_equal(z["ids"], ids):
+        raise ValueError(f"{restored_file(run, restorer, preset)} is not paired with the clean set: rerun notebook 03 with --force")
+    return z["images"]
+
+
+def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataFrame"]:
+    """Restore, score and save. Returns (metrics per image, restorers table with availability and timing).
+
+    Writes ``restored/<restorer>/<preset>.npz``, ``restoration/metrics.csv`` and ``restoration/restorers.csv``.
+    A restorer that is unavailable is listed with its reason and fix; the others run.
+    """
+    import pandas as pd
+    from tqdm.auto import tqdm
+
+    from . import data, degrade, quality
+    from .io import load_images, save_images, write_csv
+
+    quality.build(params, run, progress)
+    digest = params.digest()
+    if run.stage_done(STAGE, digest):
+        return pd.read_csv(run.path("restoration", "metrics.csv")), pd.read_csv(run.path("restoration", "restorers.csv"))
+    if params.restoration.train_unet:
+        from . import unet
+
+        unet.train_for_run(params, run, progress)
+    clean = data.load_clean(run)
+    ctx = context_for(params, run)
+    frames, table = [], []
+    # the clean faces are restored too: what a restorer does to a face that needed nothing is what the gate avoids
+    conditions = [CLEAN] + [p.name for p in params.restoration_presets()]
+    degraded = {c: clean.images if c == CLEAN else degrade.load_degraded(run, c, clean.ids) for c in conditions}
+    base = {c: degrade.pair_metrics(clean.images, degraded[c]) for c in conditions}
+    for name in tqdm(restorer_names(params), desc="restorers", disable=not progress):
+        t0 = time.perf_counter()
+        try:
+            r = create(name, ctx)
+        except RestorerUnavailable as e:
+            table.append({"restorer": name, "family": "", "available": False, "reason": e.reason, "fix": e.fix,
+                          "seconds_per_image": None, "device": ctx.device, "description": ""})
+            continue
+        load_s = time.perf_counter() - t0
+        per_image = []
+        for cond in conditions:
+            f = restored_file(run, name, cond)
+            out = None
+            if name != "none" and f.is_file():
+                z = load_images(f)
+                if str(z.get("params_digest", "")) == digest:
+                    out, spi = z["images"], float(z["seconds_per_image"])
+            if out is None:
+                out, spi = run_restorer(r, degraded[cond], ctx.batch_size, progress, desc=f"{name} on {cond}")
+                if name != "none":
+                    save_images(f, clean.ids, out, params_digest=np.array(digest), seconds_per_image=np.array(spi))
+            per_image.append(spi)
+            psnr, ssim = degrade.pair_metrics(clean.images, out)
+            frames.append(pd.DataFrame({"id": clean.ids, "label": clean.labels, "condition": cond, "restorer": name,
+                                        "psnr": psnr, "ssim": ssim, "psnr_degraded": base[cond][0], "ssim_degraded": base[cond][1]}))
+        table.append({"restorer": name, "family": r.family, "available": True, "reason": "", "fix": "",
+                      "seconds_per_image": float(np.mean(per_image)) if per_image else None, "load_seconds": round(load_s, 2),
+                      "device": ctx.device, "description": r.describe()})
+    metrics = pd.concat(frames, ignore_index=True)
+    restorers = pd.DataFrame(table)
+    write_csv(run.path("restoration", "metrics.csv"), metrics)
+    write_csv(run.path("restoration", "restorers.csv"), restorers)
+    run.mark_stage(STAGE, digest)
+    return metrics, restorers
+
+
+
+def summary(metrics: "pd.DataFrame") -> "pd.DataFrame":
+    """Per (condition, restorer): mean PSNR and SSIM against clean, the gain over the unrestored face, the share improved.
+
+    Identical pairs (infinite PSNR, e.g. ``none`` on clean faces) are left out of the PSNR means and counted.
+    """
+    import pandas as pd
+
+    m = metrics.copy()
+    fin = np.isfinite(m["psnr"]) & np.isfinite(m["psnr_degraded"])
+    m["psnr_f"] = m["psnr"].where(np.isfinite(m["psnr"]))
+    m["gain"] = (m["psnr"] - m["psnr_degraded"]).where(fin)
+    m["improved"] = m["psnr"] > m["psnr_degraded"]
+    g = m.groupby(["condition", "restorer"], sort=False)
+    out = pd.DataFrame({
+        "faces": g.size(),
+        "PSNR (dB)": g["psnr_f"].mean(),
+        "SSIM": g["ssim"].mean(),
+        "PSNR gain (dB)": g["gain"].mean(),
+        "SSIM gain": g["ssim"].mean() - g["ssim_degraded"].mean(),
+        "improved": g["improved"].mean(),
+        "identical to clean": g["psnr"].apply(lambda s: int(np.isinf(s).sum())),
+    })
+    return out.reset_index()
+
+
+def gallery(run, metrics: "pd.DataFrame", condition: str, restorers: list[str], n: int) -> tuple[dict[str, np.ndarray], list[str], str]:
+    """Faces at the best, median and worst PSNR gain of the condition's best restorer (by mean gain).
+
+    Returns rows for ``plots.face_grid`` (clean, degraded, each restorer), column labels, and that restorer's name.
+    """
+    from . import data, degrade
+
+    clean = data.load_clean(run)
+    m = metrics[metrics["condition"] == condition]
+    s = summary(m)
+    cand = s[s["restorer"] != "none"].dropna(subset=["PSNR gain (dB)"])
+    best = cand.sort_values("PSNR gain (dB)", ascending=False)["restorer"].iloc[0] if len(cand) else "none"
+    mb = m[m["restorer"] == best].set_index("id").loc[clean.ids]
+    gain = (mb["psnr"] - mb["psnr_degraded"]).to_numpy()
+    gain = np.where(np.isfinite(gain), gain, 0.0)
+    order = np.argsort(-gain, kind="stable")
+    picks, labels = [], []
+    for k in range(n):
+        for tag, pos in (("best", k), ("median", len(order) // 2 + k), ("worst", len(order) - 1 - k)):
+            if 0 <= pos < len(order) and order[pos] not in picks:
+                picks.append(int(order[pos]))
+                labels.append(f"{tag} ({gain[order[pos]]:+.1f} dB)")
+    rows = {"clean": clean.images[picks]}
+    if condition != CLEAN:
+        rows[condition] = degrade.load_degraded(run, condition, clean.ids)[picks]
+    for r in restorers:
+        if r != "none":
+            rows[r] = load_restored(run, r, condition, clean.ids)[picks]
+    return rows, labels, best

@@ -1,0 +1,116 @@
+import time
+
+import numpy as np
+import pytest
+
+from fer_helpers import quality, restore, unet
+from fer_helpers.config import QUALITY_PRESETS, QualityThresholds
+from fer_helpers.degrade import PRESETS, apply_preset, pair_metrics
+
+CTX = restore.RestoreContext(thresholds=QualityThresholds(**QUALITY_PRESETS["project"]), batch_size=16, allow_download=False)
+
+
+def degraded(faces, preset):
+    return apply_preset(faces.images, list(faces.ids), PRESETS[preset], seed=0)
+
+
+def gain(faces, preset, r):
+    d = degraded(faces, preset)
+    return np.mean(pair_metrics(faces.images, r(d))[0]) - np.mean(pair_metrics(faces.images, d)[0])
+
+
+@pytest.mark.parametrize("name", ["none", "median", "nlm", "unsharp", "wiener", "auto", "auto+gate"])
+def test_classical_restorers_keep_shape_dtype_and_are_deterministic(name, sample_faces):
+    r = restore.create(name, CTX)
+    x = degraded(sample_faces, "seed000_chain")[:8]
+    y = r(x)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    np.testing.assert_array_equal(y, r(x))
+    assert r(x[:0]).shape == (0, 48, 48)
+
+
+def test_each_classical_filter_helps_on_its_degradation(sample_faces):
+    assert gain(sample_faces, "seed003_sp", restore.create("median", CTX)) > 8
+    assert gain(sample_faces, "noise_15", restore.create("nlm", CTX)) > 1
+    assert gain(sample_faces, "blur_1", restore.create("unsharp", CTX)) > 0
+    assert gain(sample_faces, "blur_1", restore.create("wiener", CTX)) > 0
+
+
+def test_auto_picks_the_filter_from_the_quality_check(sample_faces):
+    auto = restore.create("auto", CTX)
+    plan = {p: auto.plan(degraded(sample_faces, p)) for p in ("seed003_sp", "noise_25", "blur_2")}
+    assert (plan["seed003_sp"] == "median").mean() > 0.9
+    assert (plan["noise_25"] == "nlm").mean() > 0.9
+    assert np.mean(["unsharp" in p for p in plan["blur_2"]]) > 0.9  # a few also get nlm first
+    assert (auto.plan(sample_faces.images) == "none").mean() > 0.6
+
+
+def test_gate_restores_exactly_the_flagged_faces(sample_faces):
+    x = np.concatenate([sample_faces.images[:10], degraded(sample_faces, "noise_25")[10:20]])
+    gated, inner = restore.create("median+gate", CTX), restore.create("median", CTX)
+    flagged = quality.verdict(quality.measure(x), CTX.thresholds)["flagged"].to_numpy()
+    assert flagged[10:].all() and flagged.sum() < 20
+    y = gated(x)
+    np.testing.assert_array_equal(y[~flagged], x[~flagged])
+    np.testing.assert_array_equal(y[flagged], inner(x[flagged]))
+    assert gated.name == "median+gate"
+
+
+def test_registry_adds_a_restorer_in_one_line_and_names_unknown_ones():
+    @restore.register("invert_for_test", "classical")
+    class Invert(restore.Restorer):
+        def __init__(self, ctx):
+            pass
+
+        def restore(self, images):
+            return 255 - images
+
+    try:
+        assert restore.create("invert_for_test", CTX)(np.zeros((1, 48, 48), np.uint8)).max() == 255
+    finally:
+        del restore.REGISTRY["invert_for_test"]
+    with pytest.raises(KeyError, match="unknown restorer 'nope'; known: .*median"):
+        restore.create("nope", CTX)
+
+
+def test_unet_missing_weights_is_unavailable_fast_with_the_fix(tmp_path):
+    t = time.perf_counter()
+    with pytest.raises(restore.RestorerUnavailable) as e:
+        restore.create("unet", restore.RestoreContext(weights={"unet": str(tmp_path / "none.safetensors")}))
+    assert time.perf_counter() - t < 1.0
+    assert "none.safetensors" in e.value.reason and "README" in e.value.fix and "\n" not in str(e.value)
+
+
+def test_unet_weights_round_trip_and_bad_files(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = unet.AttentionUNet().eval()
+    f = tmp_path / "w.safetensors"
+    unet.save_model(model, f, {"note": "random"})
+    loaded, meta = unet.load_model(f)
+    assert meta["note"] == "random"
+    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    r = restore.create("unet", restore.RestoreContext(weights={"unet": str(f)}))
+    y = r(x)
+    assert y.shape == x.shape and y.dtype == np.uint8
+    np.testing.assert_array_equal(y, unet.denoise(loaded, x))
+    bad = tmp_path / "truncated.safetensors"
+    bad.write_bytes(f.read_bytes()[:500])
+    with pytest.raises(ValueError, match="truncated.safetensors is not a readable safetensors file"):
+        unet.load_model(bad)
+    other = tmp_path / "other.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(other))
+    with pytest.raises(ValueError, match="does not hold Attention U-Net weights"):
+        unet.load_model(other)
+
+
+def test_unet_training_learns_to_denoise(sample_faces, tmp_path):
+    faces = np.concatenate([sample_faces.images] * 4)
+    cfg = unet.TrainConfig(presets=["noise_25"], epochs=4, batch_size=16, lr=3e-3, val_images=24, seed=0, threads=2)
+    card = unet.train(faces, cfg, tmp_path / "u.safetensors", log=lambda *_: None)
+    noisy_psnr = 20 * np.log10(255 / 25)
+    assert card["val_psnr"] > noisy_psnr + 1.5, card["history"]
+    assert (tmp_path / "u.safetensors").is_file() and card["best_epoch"] >= 1
