@@ -140,7 +140,7 @@ class Median(Restorer):
 class NonLocalMeans(Restorer):
     """Non-local means (scikit-image), strength set per image from its estimated noise sigma."""
 
-    def __init__(self, ctx: RestoreContext | None = None, h_factor: float = 0.6, patch_size: int = 5, patch_distance: int = 6):
+    def __init__(self, ctx: RestoreContext | None = None, h_factor: float = 0.7, patch_size: int = 5, patch_distance: int = 6):
         self.h_factor = h_factor  # h = h_factor * sigma_hat; defaults tuned on PublicTest (scripts/tune_classical.py)
         self.patch_size, self.patch_distance = patch_size, patch_distance
 

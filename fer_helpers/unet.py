@@ -287,6 +287,36 @@ def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
     return card
 
 
+def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: int = 0,
+                classical: Sequence[str] = ("median", "nlm", "unsharp", "wiener", "auto"), device: str = "cpu"):
+    """PSNR / SSIM per preset of the noisy input, the best classical filter and each U-Net weights file.
+
+    ``faces`` is a Dataset (the evaluation faces); degradation is the study's own, with ``seed``.
+    """
+    import pandas as pd
+
+    from . import restore
+
+    models = {name: load_model(path, device)[0] for name, path in weights.items()}
+    rows = []
+    for pname in presets:
+        noisy = degrade.apply_preset(faces.images, faces.ids, degrade.PRESETS[pname], seed)
+        psnr, ssim = degrade.pair_metrics(faces.images, noisy)
+        row = {"preset": pname, "faces": len(faces), "noisy PSNR": psnr.mean(), "noisy SSIM": ssim.mean()}
+        best = (-np.inf, "", 0.0)
+        for c in classical:
+            out = restore.create(c, restore.RestoreContext())(noisy)
+            p_, s_ = degrade.pair_metrics(faces.images, out)
+            if p_.mean() > best[0]:
+                best = (p_.mean(), c, s_.mean())
+        row.update({"best classical": best[1], "classical PSNR": best[0], "classical SSIM": best[2]})
+        for name, m in models.items():
+            p_, s_ = degrade.pair_metrics(faces.images, denoise(m, noisy, device))
+            row.update({f"{name} PSNR": p_.mean(), f"{name} SSIM": s_.mean()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fer_helpers.unet train --fer2013 DIR --out models/unet_denoiser/blind.safetensors [...]``."""
     import argparse
@@ -303,7 +333,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             kind = optional_types.get(f.name, type(f.default))
             t.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    e = sub.add_parser("evaluate", help="PSNR/SSIM on the evaluation split (train duplicates and blank faces removed)")
+    e.add_argument("--fer2013", required=True)
+    e.add_argument("--weights", nargs="+", required=True, metavar="NAME=PATH")
+    e.add_argument("--presets", nargs="+", default=["seed003_low", "seed003_high", "seed003_sp"])
+    e.add_argument("--csv", type=Path, help="also write the table here")
     a = ap.parse_args(argv)
+    if a.cmd == "evaluate":
+        from . import data
+
+        ev, tr = data.load_folder(a.fer2013, "test"), data.load_folder(a.fer2013, "train")
+        faces, _ = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
+        table = evaluate_on(faces, dict(w.split("=", 1) for w in a.weights), a.presets)
+        print(table.round(3).to_string(index=False))
+        if a.csv:
+            table.to_csv(a.csv, index=False)
+        return 0
     cfg = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__})
     for p in cfg.presets:
         if p not in degrade.PRESETS:
