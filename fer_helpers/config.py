@@ -188,6 +188,8 @@ class RestorationParams(_Section):
     """Fetch missing face-prior weights once from their official release URLs (fails fast offline)."""
     codeformer_w: float = Field(default=0.8, ge=0.0, le=1.0)
     """CodeFormer fidelity weight w (0 = quality, 1 = fidelity; seed 001 used 0.8)."""
+    face_priors_on_cpu: bool = False
+    """Run GFPGAN/CodeFormer even without a GPU (seconds per face: hours for a whole test split)."""
     train_unet: bool = False
     """Train the U-Net in the notebook (on data.path's train split) instead of loading the shipped weights."""
     unet_training: UNetTrainParams = Field(default_factory=UNetTrainParams)

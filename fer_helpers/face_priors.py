@@ -169,6 +169,9 @@ class FacePrior(Restorer):
     def __init__(self, ctx: RestoreContext):
         # weights first, heavy imports last: offline, a missing file is reported in milliseconds
         path, user_given = locate_weights(self.name, ctx)
+        if ctx.device == "cpu" and not ctx.face_priors_on_cpu:
+            raise RestorerUnavailable(self.name, "a face prior takes seconds per face on a CPU (about 3 s for GFPGAN on 2 cores)",
+                                      "run on a GPU (params/fer2013-gpu.yaml, or Colab) or set restoration.face_priors_on_cpu: true")
         if not user_given and not path.is_file():
             if importlib.util.find_spec(self.package) is None:  # cheap: no 349 MB download for a missing package
                 raise RestorerUnavailable(self.name, f"package {self.package} is not installed", self.install)

@@ -74,3 +74,11 @@ def roc_curves(curves: Mapping[str, pd.DataFrame], aucs: Mapping[str, float], ti
 
 def bar(df: pd.DataFrame, x: str, y: str, title: str = "", log_y: bool = False, color: str | None = None) -> go.Figure:
     return px.bar(df, x=x, y=y, color=color, log_y=log_y, title=title, text_auto=".3g")
+
+
+def rgb_row(images: np.ndarray, title: str = "") -> go.Figure:
+    """A row of RGB images (N, H, W, 3) uint8, side by side."""
+    fig = px.imshow(np.concatenate(list(images), axis=1), binary_string=True, title=title)
+    fig.update_xaxes(showticklabels=False)
+    fig.update_yaxes(showticklabels=False)
+    return fig

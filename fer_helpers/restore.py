@@ -45,6 +45,7 @@ class RestoreContext:
     cache_dir: Path = Path.home() / ".cache" / "fer-study"
     thresholds: Any = None  # QualityThresholds, for auto and the gate
     codeformer_w: float = 0.8
+    face_priors_on_cpu: bool = True  # the study's parameters default to False: seconds per face on a CPU
 
 
 class Restorer(ABC):
@@ -317,7 +318,8 @@ def context_for(params, run=None) -> RestoreContext:
 
     return RestoreContext(device=params.device(), batch_size=r.batch_size,
                           weights={k: str(resolve_path(v)) for k, v in weights.items()}, allow_download=r.allow_download,
-                          thresholds=params.quality_thresholds(), codeformer_w=r.codeformer_w)
+                          thresholds=params.quality_thresholds(), codeformer_w=r.codeformer_w,
+                          face_priors_on_cpu=r.face_priors_on_cpu)
 
 
 def restorer_names(params) -> list[str]:
@@ -473,3 +475,19 @@ def gallery(run, metrics: "pd.DataFrame", condition: str, restorers: list[str], 
         if r != "none":
             rows[r] = load_restored(run, r, condition, clean.ids)[picks]
     return rows, labels, best
+
+
+def hires_examples(params, run, condition: str, n: int) -> dict[str, np.ndarray]:
+    """The face priors' own 512 px RGB output for ``n`` faces of one condition (empty where none is available)."""
+    import pandas as pd
+
+    from . import data, degrade
+
+    table = pd.read_csv(run.path("restoration", "restorers.csv"))
+    names = table[(table["family"] == "face prior") & table["available"]]["restorer"].tolist()
+    if not names:
+        return {}
+    clean = data.load_clean(run)
+    x = degrade.load_degraded(run, condition, clean.ids)[:n] if condition != CLEAN else clean.images[:n]
+    ctx = context_for(params, run)
+    return {name: create(name, ctx).restore_hires(x) for name in names}

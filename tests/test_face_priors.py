@@ -186,3 +186,16 @@ def test_codeformer_without_its_package_says_how_to_install_it(tmp_path, monkeyp
     weights.write_bytes(b"\0")
     msg = _unavailable("codeformer", RestoreContext(weights={"codeformer": str(weights)}), within_s=10)
     assert "codeformer-pip is not installed/importable" in msg and face_priors.CODEFORMER_INSTALL in msg
+
+
+def test_face_priors_stay_off_the_cpu_unless_asked(tmp_path):
+    """The default parameters never start a seconds-per-face job on a CPU by surprise."""
+    from fer_helpers.config import parse_params
+    from fer_helpers.restore import context_for
+
+    weights = tmp_path / "GFPGANv1.4.pth"
+    weights.write_bytes(b"placeholder")  # the guard comes before the file is read
+    params = parse_params({"compute": {"device": "cpu"}, "restoration": {"weights": {"gfpgan_v1.4": str(weights)}}})
+    with pytest.raises(RestorerUnavailable, match="seconds per face on a CPU") as e:
+        restore.create("gfpgan_v1.4", context_for(params))
+    assert "face_priors_on_cpu: true" in e.value.fix
