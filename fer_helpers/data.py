@@ -135,15 +135,7 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
         images.append(arr)
         labels.append(cls)
         shas.append(hashlib.sha1(raw).hexdigest())
-    _warn_skipped(skipped, base)
-    return Dataset(
-        np.array(ids, dtype=str),
-        np.stack(images) if images else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8),
-        np.array(labels, dtype=np.int64),
-        split,
-        np.array(shas, dtype=object),
-        skipped,
-    )
+    return _assemble(ids, images, labels, split, skipped, base, shas)
 
 
 def load_csv(path: str | Path, usage: str) -> Dataset:
@@ -179,20 +171,23 @@ def load_csv(path: str | Path, usage: str) -> Dataset:
         ids.append(rid)
         images.append(arr.reshape(FACE_SIZE, FACE_SIZE).astype(np.uint8))
         labels.append(int(emo))
-    _warn_skipped(skipped, path)
+    return _assemble(ids, images, labels, usage, skipped, path)
+
+
+def _assemble(ids: list[str], images: list[np.ndarray], labels: list[int], split: str, skipped: list[tuple[str, str]],
+              where: Path, shas: list[str] | None = None) -> Dataset:
+    """Stack what a loader read into a :class:`Dataset`, warning once about what it skipped."""
+    if skipped:
+        first = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
+        warnings.warn(f"skipped {len(skipped)} file(s) under {where}: {first}" + (" ..." if len(skipped) > 3 else ""), stacklevel=3)
     return Dataset(
         np.array(ids, dtype=str),
         np.stack(images) if images else np.zeros((0, FACE_SIZE, FACE_SIZE), np.uint8),
         np.array(labels, dtype=np.int64),
-        usage,
-        skipped=skipped,
+        split,
+        np.array(shas, dtype=object) if shas is not None else np.array([], dtype=str),
+        skipped,
     )
-
-
-def _warn_skipped(skipped: list[tuple[str, str]], where: Path) -> None:
-    if skipped:
-        first = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
-        warnings.warn(f"skipped {len(skipped)} file(s) under {where}: {first}" + (" ..." if len(skipped) > 3 else ""), stacklevel=3)
 
 
 def load_split(source: str, path: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Dataset:
