@@ -114,3 +114,24 @@ def test_unet_training_learns_to_denoise(sample_faces, tmp_path):
     noisy_psnr = 20 * np.log10(255 / 25)
     assert card["val_psnr"] > noisy_psnr + 1.5, card["history"]
     assert (tmp_path / "u.safetensors").is_file() and card["best_epoch"] >= 1
+
+
+def test_summary_pairs_gains_and_leaves_identical_pairs_out_of_psnr_means():
+    import pandas as pd
+
+    inf = float("inf")
+    m = pd.DataFrame({
+        "id": ["a", "b", "a", "b", "a", "b"],
+        "condition": ["noise", "noise", "noise", "noise", "clean", "clean"],
+        "restorer": ["none", "none", "nlm", "nlm", "nlm", "nlm"],
+        "psnr": [20.0, 22.0, 25.0, 21.0, 40.0, inf],
+        "ssim": [0.5, 0.6, 0.7, 0.5, 0.99, 1.0],
+        "psnr_degraded": [20.0, 22.0, 20.0, 22.0, inf, inf],
+        "ssim_degraded": [0.5, 0.6, 0.5, 0.6, 1.0, 1.0],
+    })
+    s = restore.summary(m).set_index(["condition", "restorer"])
+    assert s.loc[("noise", "nlm"), "PSNR gain (dB)"] == pytest.approx(((25 - 20) + (21 - 22)) / 2)
+    assert s.loc[("noise", "nlm"), "improved"] == 0.5
+    assert s.loc[("noise", "nlm"), "SSIM gain"] == pytest.approx(0.6 - 0.55)
+    assert s.loc[("clean", "nlm"), "PSNR (dB)"] == 40.0 and s.loc[("clean", "nlm"), "identical to clean"] == 1
+    assert np.isnan(s.loc[("clean", "nlm"), "PSNR gain (dB)"])
