@@ -5,7 +5,7 @@ import pandas as pd
 import papermill as pm
 import pytest
 
-from fer_helpers import data, degrade, quality, runner
+from fer_helpers import data, degrade, quality, runner, unet
 from fer_helpers.config import load_params
 from fer_helpers.io import RunDir, load_images
 from fer_helpers.paths import NOTEBOOKS_DIR, PARAMS_DIR
@@ -132,3 +132,20 @@ def test_gate_restored_exactly_the_faces_notebook_02_flagged(smoke):
         full = restore.load_restored(run, "auto", cond, clean.ids)
         np.testing.assert_array_equal(gated[~flagged], before[~flagged])
         np.testing.assert_array_equal(gated[flagged], full[flagged])
+
+
+def test_notebook_03_can_train_its_own_unet(fer2013_dir, tmp_path, monkeypatch):
+    """restoration.train_unet: true (the notebook's TRAIN) trains on the train split and uses those weights."""
+    from fer_helpers import restore
+    from fer_helpers.io import RunDir as RD
+
+    monkeypatch.setenv("FER2013_DIR", str(fer2013_dir))
+    params = load_params(PARAMS_DIR / "smoke.yaml", {
+        "data.per_class": 1, "degradation.presets": ["noise_25"], "restoration.restorers": ["none", "unet"],
+        "restoration.gate": [], "restoration.train_unet": True,
+        "restoration.unet_training": {"epochs": 1, "max_train_images": 64, "presets": ["noise_25"]}})
+    run = RD(tmp_path / "run")
+    _, table = restore.build(params, run, progress=False)
+    assert table.set_index("restorer").loc["unet", "available"]
+    _, meta = unet.load_model(run.path("models", "unet.safetensors"))
+    assert meta["train_images"] == 64 and meta["config"]["presets"] == ["noise_25"]

@@ -135,3 +135,11 @@ def test_summary_pairs_gains_and_leaves_identical_pairs_out_of_psnr_means():
     assert s.loc[("noise", "nlm"), "SSIM gain"] == pytest.approx(0.6 - 0.55)
     assert s.loc[("clean", "nlm"), "PSNR (dB)"] == 40.0 and s.loc[("clean", "nlm"), "identical to clean"] == 1
     assert np.isnan(s.loc[("clean", "nlm"), "PSNR gain (dB)"])
+
+
+def test_unet_training_with_the_patchgan_runs_and_saves(sample_faces, tmp_path):
+    cfg = unet.TrainConfig(presets=["seed003_sp"], epochs=1, batch_size=16, val_images=16, adv_weight=0.001, loss="mse", seed=1)
+    card = unet.train(sample_faces.images, cfg, tmp_path / "gan.safetensors", log=lambda *_: None)
+    assert card["config"]["adv_weight"] == 0.001 and np.isfinite(card["history"][0]["train_loss"])
+    model, meta = unet.load_model(tmp_path / "gan.safetensors")
+    assert meta["config"]["loss"] == "mse"
