@@ -1,0 +1,135 @@
+"""Classifiers: one registry (``name -> factory``), one batched call returning class probabilities in the
+project's canonical order (:data:`fer_helpers.data.CLASSES`, the order of ``fer2013.csv``).
+
+Every model declares its own label order (a Hugging Face ``config.id2label``, the alphabetical order of
+image folders, the CSV order, ...) and :func:`label_index` maps it onto the canonical order explicitly;
+a model whose labels cannot be mapped one-to-one fails with a message naming them. Preprocessing (size,
+channels, normalisation) travels with the model in a :class:`Preprocess`, never in a notebook.
+
+Status: the interface, label mapping and preprocessing (issue 4's spine). The CNN, ViT and landmark
+models register here as they are added.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+
+from .data import CLASSES
+from .degrade import _as_stack
+
+#: Label spellings seen in FER models and data sets, mapped to canonical classes.
+LABEL_ALIASES: dict[str, str] = {
+    **{c: c for c in CLASSES},
+    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happiness": "happy",
+    "joy": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral", "calm": "neutral",
+}
+
+
+class ClassifierError(ValueError):
+    """A classifier that cannot be used as asked; the message says why and what to do."""
+
+
+class ClassifierUnavailable(RuntimeError):
+    """A classifier that cannot run here (weights or hub model missing); ``reason`` and ``fix`` say more."""
+
+    def __init__(self, name: str, reason: str, fix: str):
+        super().__init__(f"{name}: {reason} ({fix})")
+        self.name, self.reason, self.fix = name, reason, fix
+
+
+def label_index(model_labels: Sequence[str] | Mapping[int, str], model: str = "model") -> np.ndarray:
+    """Indices ``idx`` with ``probs_canonical = probs_model[:, idx]``.
+
+    ``model_labels`` is the model's output order: a sequence, or a mapping from output index to label
+    (a Hugging Face ``id2label``). Case and common synonyms are normalised; anything else must match.
+    """
+    if isinstance(model_labels, Mapping):
+        keys = sorted(int(k) for k in model_labels)
+        if keys != list(range(len(keys))):
+            raise ClassifierError(f"{model}: id2label keys {keys} are not 0..{len(keys) - 1}")
+        model_labels = [model_labels[k] if k in model_labels else model_labels[str(k)] for k in keys]  # type: ignore[index]
+    names = [LABEL_ALIASES.get(str(l).strip().lower(), str(l).strip().lower()) for l in model_labels]
+    unknown = [l for l, n in zip(model_labels, names) if n not in CLASSES]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    missing = [c for c in CLASSES if c not in names]
+    if unknown or dupes or missing:
+        raise ClassifierError(
+            f"{model}: labels {list(model_labels)} cannot be mapped one-to-one onto {list(CLASSES)}"
+            + (f"; unknown {unknown}" if unknown else "") + (f"; repeated {dupes}" if dupes else "")
+            + (f"; missing {missing}" if missing else "")
+            + " (a model trained on fewer classes cannot be scored on FER2013's seven)"
+        )
+    return np.array([names.index(c) for c in CLASSES], dtype=np.int64)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its input: square ``size``, ``channels`` (1 grey or 3 replicated), normalisation."""
+
+    size: int = 48
+    channels: int = 1
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
+
+    def __call__(self, images: np.ndarray, device: str = "cpu"):
+        """uint8 (N, 48, 48) -> float tensor (N, channels, size, size), resized bicubically with anti-aliasing."""
+        import torch
+        import torch.nn.functional as F
+
+        x = torch.from_numpy(_as_stack(images)).to(device).float().div_(255).unsqueeze(1)
+        if x.shape[-1] != self.size:
+            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
+        x = x.expand(-1, self.channels, -1, -1)
+        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
+        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
+        return (x - mean) / std
+
+
+@dataclass
+class ClassifyContext:
+    device: str = "cpu"
+    batch_size: int = 256
+    weights: dict[str, str] | None = None  # classifier name -> weights file or folder
+
+
+class Classifier(ABC):
+    name: str = ""
+    family: str = ""  # cnn | vit | landmarks
+    labels: Sequence[str] = CLASSES  # the model's own output order
+
+    @abstractmethod
+    def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
+        """(N, n_labels) probabilities in the model's own label order."""
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        """(N, 7) probabilities in the canonical class order."""
+        images = _as_stack(images)
+        if len(images) == 0:
+            return np.zeros((0, len(CLASSES)))
+        p = self.raw_probabilities(images)[:, label_index(self.labels, self.name)]
+        if not np.allclose(p.sum(axis=1), 1.0, atol=1e-4):
+            raise RuntimeError(f"classifier {self.name} returned rows that do not sum to 1")
+        return p
+
+
+REGISTRY: dict[str, Callable[[ClassifyContext], Classifier]] = {}
+
+
+def register(name: str, family: str) -> Callable:
+    def deco(cls: type[Classifier]) -> type[Classifier]:
+        cls.name, cls.family = name, family
+        REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def create(name: str, ctx: ClassifyContext) -> Classifier:
+    """Build a classifier by name; raises :class:`ClassifierUnavailable` where it cannot run here."""
+    if name not in REGISTRY:
+        raise KeyError(f"unknown classifier {name!r}; known: {', '.join(sorted(REGISTRY)) or 'none yet'}")
+    return REGISTRY[name](ctx)
