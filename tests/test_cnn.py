@@ -1,0 +1,40 @@
+import numpy as np
+import pytest
+import torch
+
+from fer_helpers import cnn
+
+
+def test_augmentation_is_applied_and_seeded(sample_faces):
+    x = cnn.to_tensor(sample_faces.images[:16])
+    a = cnn.augment(x, torch.Generator().manual_seed(0))
+    b = cnn.augment(x, torch.Generator().manual_seed(0))
+    c = cnn.augment(x, torch.Generator().manual_seed(1))
+    assert tuple(a.shape) == (16, 1, cnn.CROP, cnn.CROP)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    centre = x[..., 2:46, 2:46]
+    assert (a - centre).abs().mean() > 0.05  # really augmented, not the plain centre crop
+
+
+def test_tta_is_deterministic_and_uses_ten_views(sample_faces):
+    x = cnn.to_tensor(sample_faces.images[:4])
+    views = cnn.tta_views(x)
+    assert len(views) == 10 and all(tuple(v.shape) == (4, 1, 44, 44) for v in views)
+    assert torch.equal(views[5], views[0].flip(-1))
+    torch.manual_seed(0)
+    model = cnn.CompactCNN(width=8)
+    p1, p2 = cnn.predict_proba(model, sample_faces.images[:4]), cnn.predict_proba(model, sample_faces.images[:4])
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_allclose(p1.sum(1), 1.0, rtol=1e-5)
+
+
+def test_tiny_training_selects_on_validation_and_round_trips(sample_faces, tmp_path):
+    cfg = cnn.CNNTrainConfig(width=8, epochs=2, batch_size=16, lr=0.01, seed=0, device="cpu")
+    x, y = sample_faces.images, sample_faces.labels
+    card = cnn.train(x, y, x[:14], y[:14], cfg, tmp_path / "cnn.safetensors", log=lambda *_: None)
+    assert card["best_epoch"] in (1, 2) and len(card["history"]) == 2
+    assert np.array(card["confusion_matrix"]).sum() == 14
+    model, meta = cnn.load(tmp_path / "cnn.safetensors")
+    assert meta["val_accuracy"] == card["val_accuracy"]
+    with pytest.raises(FileNotFoundError, match="CNN weights .* not found"):
+        cnn.load(tmp_path / "missing.safetensors")
