@@ -1,4 +1,4 @@
-"""Batched degradation and quality measures vs the per-image loop they replace, side by side.
+"""Batched degradation, quality measures and restorers vs the per-image loop they replace, side by side.
 
     python benchmarks/bench_batching.py [--n 3589] [--repeat 3]
 
@@ -15,7 +15,7 @@ import time
 
 import numpy as np
 
-from fer_helpers import data, degrade, quality
+from fer_helpers import data, degrade, quality, restore
 from fer_helpers.paths import SAMPLE_FER2013_DIR, SHARED_FER2013_DIR
 
 
@@ -43,6 +43,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
     imgs, ids, src = load(a.n)
+    ctx = restore.RestoreContext(batch_size=512)
+    restorers = {n: restore.create(n, ctx) for n in ("median", "unsharp") + (("unet",) if restore.UNET_WEIGHTS.is_file() else ())}
     print(f"{len(imgs)} faces from {src}; best of {a.repeat}; seconds per 1,000 faces\n")
     print(f"{'operation':34s} {'per-image loop':>15s} {'batched':>10s} {'speed-up':>9s}")
     cases = {
@@ -51,7 +53,11 @@ def main() -> None:
         "degrade sp_0.10": lambda x, i: degrade.apply_preset(x, i, degrade.PRESETS["sp_0.10"], 0),
         "quality laplacian_variance": lambda x, i: quality.laplacian_variance(x),
         "quality blockiness": lambda x, i: quality.blockiness(x),
+        "restore median": lambda x, i: restorers["median"](x),
+        "restore unsharp": lambda x, i: restorers["unsharp"](x),
     }
+    if restore.UNET_WEIGHTS.is_file():
+        cases["restore unet (shipped weights)"] = lambda x, i: restorers["unet"](x)
     for name, fn in cases.items():
         t_loop, loop = best_of(lambda: np.concatenate([fn(imgs[k : k + 1], ids[k : k + 1]) for k in range(len(imgs))]), a.repeat)
         t_batch, batch = best_of(lambda: np.concatenate([fn(imgs[s : s + 512], ids[s : s + 512]) for s in range(0, len(imgs), 512)]), a.repeat)

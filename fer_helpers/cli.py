@@ -35,6 +35,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     v.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE")
 
     sub.add_parser("presets", help="list the degradation presets and groups")
+    sub.add_parser("restorers", help="list the restorers (notebook 03) by family")
     b = sub.add_parser("badges", help="rewrite the notebooks' Colab badges from pyproject.toml's Repository URL")
     b.add_argument("--check", action="store_true", help="only report notebooks that are out of date (exit 1 if any)")
 
@@ -65,6 +66,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("\ngroups:")
             for g, names in degrade.PRESET_GROUPS.items():
                 print(f"  {g}: {', '.join(names)}")
+            return 0
+        if a.cmd == "restorers":
+            from . import restore
+
+            for name in restore.available_names():
+                cls = restore.REGISTRY[name]
+                print(f"{name:14s} {cls.family:11s} {restore.doc_line(cls)}")
+            print(f"\nany of them behind the quality gate: <name>{restore.GATE_SUFFIX} (restoration.gate)")
             return 0
         if a.cmd == "badges":
             from .colab import sync_badges

@@ -66,7 +66,12 @@ class Restorer(ABC):
         return out
 
     def describe(self) -> str:
-        return self.__doc__.strip().splitlines()[0] if self.__doc__ else self.name
+        return doc_line(type(self))
+
+
+def doc_line(cls: type) -> str:
+    """The first line of a restorer class's docstring: its one-line description."""
+    return cls.__doc__.strip().splitlines()[0] if cls.__doc__ else cls.__name__
 
 
 REGISTRY: dict[str, Callable[[RestoreContext], Restorer]] = {}
