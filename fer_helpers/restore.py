@@ -297,6 +297,52 @@ class UNetDenoiser(Restorer):
         return unet.denoise(self.model, images, self.device, self.batch_size)
 
 
+UNET_SPECIALISTS = {name: MODELS_DIR / "unet_denoiser" / f"{name}.safetensors" for name in ("seed003_low", "seed003_high", "seed003_sp")}
+
+
+@register("unet_auto", "learned")
+class UNetAuto(Restorer):
+    """Per face, the U-Net fine-tune its quality measurements call for (impulses, low or high noise), else the blind U-Net."""
+
+    high_noise_sigma = 10.0  # estimated sigma (grey levels) above which the high-noise fine-tune is used
+    impulse_min = Auto.impulse_min
+
+    def __init__(self, ctx: RestoreContext):
+        from . import unet
+
+        self.blind = UNetDenoiser(ctx)
+        self.models = {}
+        for name, default in UNET_SPECIALISTS.items():
+            path = Path(ctx.weights.get(f"unet_{name}", default))
+            try:
+                self.models[name] = unet.load_model(path, ctx.device)[0]
+            except (FileNotFoundError, ValueError) as e:
+                raise RestorerUnavailable("unet_auto", str(e).split(":")[0], "see models/unet_denoiser/README.md") from None
+        self.thresholds = ctx.thresholds or Auto(ctx).thresholds
+        self.device, self.batch_size = ctx.device, ctx.batch_size
+
+    def plan(self, images: np.ndarray) -> np.ndarray:
+        from . import quality
+
+        v = quality.verdict(quality.measure(images), self.thresholds)
+        plan = np.full(len(images), "blind", dtype=object)
+        noisy = v["flag_noise"].to_numpy()
+        plan[noisy] = np.where(v["noise_sigma"].to_numpy()[noisy] > self.high_noise_sigma, "seed003_high", "seed003_low")
+        plan[impulse_fraction(images) >= self.impulse_min] = "seed003_sp"
+        return plan
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        from . import unet
+
+        plan = self.plan(images)
+        out = np.empty_like(images)
+        for name, model in {"blind": self.blind.model, **self.models}.items():
+            idx = np.flatnonzero(plan == name)
+            if len(idx):
+                out[idx] = unet.denoise(model, images[idx], self.device, self.batch_size)
+        return out
+
+
 def run_restorer(restorer: Restorer, images: np.ndarray, batch_size: int, progress: bool = False, desc: str = "") -> tuple[np.ndarray, float]:
     """Restore a whole stack in batches; returns the result and the wall-clock seconds per image."""
     from tqdm.auto import tqdm

@@ -143,3 +143,23 @@ def test_unet_training_with_the_patchgan_runs_and_saves(sample_faces, tmp_path):
     assert card["config"]["adv_weight"] == 0.001 and np.isfinite(card["history"][0]["train_loss"])
     model, meta = unet.load_model(tmp_path / "gan.safetensors")
     assert meta["config"]["loss"] == "mse"
+
+
+def test_unet_auto_routes_each_face_to_the_fine_tune_its_measurements_call_for(sample_faces, tmp_path):
+    import torch
+
+    weights = {}
+    for k, name in enumerate(["blind", "seed003_low", "seed003_high", "seed003_sp"]):
+        torch.manual_seed(k)
+        weights["unet" if name == "blind" else f"unet_{name}"] = str(tmp_path / f"{name}.safetensors")
+        unet.save_model(unet.AttentionUNet().eval(), tmp_path / f"{name}.safetensors", {"name": name})
+    r = restore.create("unet_auto", restore.RestoreContext(weights=weights, thresholds=CTX.thresholds))
+    x = np.concatenate([degraded(sample_faces, "seed003_sp")[:4], degraded(sample_faces, "noise_25")[:4], sample_faces.images[:4]])
+    plan = r.plan(x)
+    assert plan[:4].tolist() == ["seed003_sp"] * 4 and plan[4:8].tolist() == ["seed003_high"] * 4
+    y = r(x)
+    np.testing.assert_array_equal(y[:4], unet.denoise(r.models["seed003_sp"], x[:4]))
+    blind = np.flatnonzero(plan == "blind")
+    np.testing.assert_array_equal(y[blind], unet.denoise(r.blind.model, x[blind]))
+    with pytest.raises(restore.RestorerUnavailable, match="unet_auto"):
+        restore.create("unet_auto", restore.RestoreContext(weights={"unet": weights["unet"], "unet_seed003_sp": str(tmp_path / "x")}))
