@@ -1,0 +1,299 @@
+"""Landmark baselines: 478 MediaPipe FaceMesh landmarks per face, and three classifiers over them.
+
+Extraction uses the current MediaPipe Tasks ``FaceLandmarker`` (the legacy ``solutions.face_mesh`` API
+is gone) with a ``face_landmarker.task`` model file given as a path: the official file where it can be
+downloaded, ``../shared/models/face_landmarker.task`` in this project's tests. About 6% of FER2013 faces
+get no landmarks at all; they are kept, counted, and scored as failures (never dropped).
+
+Normalisation, identical in training and inference (:func:`normalise`): subtract the landmarks' mean,
+divide by their RMS distance from it in the image plane (x, y; z scaled the same), so the features do
+not depend on where the face sits or how large it is.
+
+Models (all over the normalised (478, 3) points):
+
+- ``LandmarkMLP``: the flattened points through two hidden layers;
+- ``LandmarkTransformer``: one token per landmark (a linear embedding of its coordinates plus a learned
+  per-landmark embedding), a transformer encoder, mean pooling;
+- ``LandmarkGCN``: graph convolutions over the FaceMesh tesselation (2,556 edges) and iris rings, with
+  self-loops, so no landmark is isolated; symmetric normalisation ``D^-1/2 (A + I) D^-1/2``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .data import CLASSES
+from .degrade import _as_stack
+
+N_POINTS = 478
+
+
+class LandmarkerUnavailable(RuntimeError):
+    pass
+
+
+def _task_digest(model_path: Path) -> str:
+    return hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
+
+
+def extract(images: np.ndarray, model_path: str | Path, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Landmarks of each face: (N, 478, 3) float32 in MediaPipe's normalised image units (NaN where no face was
+    found) and the (N,) boolean "found". The grey face is given to MediaPipe as three equal RGB channels."""
+    from tqdm.auto import tqdm
+
+    model_path = Path(model_path)
+    if not model_path.is_file():
+        raise LandmarkerUnavailable(
+            f"MediaPipe model {model_path} not found: download the official face_landmarker.task "
+            "(https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task) "
+            "and set classification.landmarker to its path")
+    try:
+        import mediapipe as mp
+        from mediapipe.tasks import python as mpt
+        from mediapipe.tasks.python import vision
+    except ImportError as e:
+        raise LandmarkerUnavailable(f"mediapipe is not importable ({e}): pip install mediapipe==1.2.2") from None
+    images = _as_stack(images)
+    out = np.full((len(images), N_POINTS, 3), np.nan, dtype=np.float32)
+    opts = vision.FaceLandmarkerOptions(base_options=mpt.BaseOptions(model_asset_path=str(model_path)),
+                                        running_mode=vision.RunningMode.IMAGE, num_faces=1)
+    with vision.FaceLandmarker.create_from_options(opts) as lm:
+        for i, im in enumerate(tqdm(images, desc="landmarks", disable=not progress, leave=False)):
+            rgb = np.ascontiguousarray(np.repeat(im[:, :, None], 3, axis=2))
+            res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+            if res.face_landmarks:
+                out[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
+    return out, ~np.isnan(out[:, 0, 0])
+
+
+def extract_cached(images: np.ndarray, model_path: str | Path, cache: str | Path, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extract`, computed once per (pixels, model file) and kept in ``cache`` (a .npz) by pixel hash."""
+    from .io import atomic_path
+
+    cache, model_path = Path(cache), Path(model_path)
+    keys = np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in _as_stack(images)])
+    digest = _task_digest(model_path) if model_path.is_file() else ""
+    known: dict[str, np.ndarray] = {}
+    if cache.is_file():
+        with np.load(cache) as z:
+            if str(z["model"]) == digest:
+                known = dict(zip(z["keys"].tolist(), z["points"]))
+    todo = [i for i, k in enumerate(keys) if k not in known]
+    if todo:
+        pts, _ = extract(images[todo], model_path, progress)
+        known.update(zip(keys[todo].tolist(), pts))
+        all_keys = np.array(list(known))
+        with atomic_path(cache) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, keys=all_keys, points=np.stack([known[k] for k in all_keys]), model=np.array(digest))
+    points = np.stack([known[k] for k in keys]) if len(keys) else np.zeros((0, N_POINTS, 3), np.float32)
+    return points, ~np.isnan(points[:, 0, 0])
+
+
+def normalise(points: np.ndarray) -> np.ndarray:
+    """Centre on the mean landmark and scale by the RMS in-plane distance to it; NaN faces stay NaN."""
+    p = np.asarray(points, dtype=np.float32)
+    centred = p - p.mean(axis=1, keepdims=True)
+    scale = np.sqrt((centred[..., :2] ** 2).sum(-1).mean(-1))[:, None, None]
+    return centred / np.maximum(scale, 1e-6)
+
+
+def facemesh_adjacency() -> torch.Tensor:
+    """``D^-1/2 (A + I) D^-1/2`` over MediaPipe's FaceMesh tesselation and iris rings (478 x 478, dense).
+
+    The tesselation covers landmarks 0-467; the iris rings join 469-472 and 474-477; the two iris
+    centres (468, 473) have only their self-loop, which keeps them in the graph.
+    """
+    from mediapipe.tasks.python import vision
+
+    conn = vision.FaceLandmarksConnections
+    a = torch.eye(N_POINTS)
+    for c in conn.FACE_LANDMARKS_TESSELATION + conn.FACE_LANDMARKS_LEFT_IRIS + conn.FACE_LANDMARKS_RIGHT_IRIS:
+        a[c.start, c.end] = a[c.end, c.start] = 1.0
+    d = a.sum(1).rsqrt()
+    return d[:, None] * a * d[None, :]
+
+
+class LandmarkMLP(nn.Module):
+    def __init__(self, hidden: int = 512, dropout: float = 0.3):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(N_POINTS * 3, hidden), nn.BatchNorm1d(hidden), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden, hidden // 2), nn.BatchNorm1d(hidden // 2), nn.ReLU(), nn.Dropout(dropout),
+                                 nn.Linear(hidden // 2, len(CLASSES)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class LandmarkTransformer(nn.Module):
+    def __init__(self, dim: int = 64, layers: int = 3, heads: int = 4, dropout: float = 0.1):
+        super().__init__()
+        self.embed = nn.Linear(3, dim)
+        self.pos = nn.Parameter(torch.zeros(1, N_POINTS, dim))
+        nn.init.normal_(self.pos, std=0.02)
+        layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)  # no padding: nothing to nest
+        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(CLASSES)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.encoder(self.embed(x) + self.pos).mean(1))
+
+
+class LandmarkGCN(nn.Module):
+    def __init__(self, dim: int = 64, layers: int = 3, dropout: float = 0.2):
+        super().__init__()
+        self.register_buffer("adj", facemesh_adjacency())
+        self.inp = nn.Linear(3, dim)
+        self.convs = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
+        self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
+        self.drop = nn.Dropout(dropout)
+        self.head = nn.Linear(2 * dim, len(CLASSES))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = F.relu(self.inp(x))
+        for conv, norm in zip(self.convs, self.norms):
+            h = h + self.drop(F.relu(norm(self.adj @ conv(h))))  # residual graph convolution
+        return self.head(torch.cat([h.mean(1), h.amax(1)], dim=1))
+
+
+ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransformer, "landmark_gcn": LandmarkGCN}
+
+
+@dataclass
+class LandmarkTrainConfig:
+    arch: str = "landmark_mlp"
+    epochs: int = 40
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    label_smoothing: float = 0.1
+    seed: int = 0
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Small in-plane rotation (about 10 degrees), scale (5%) and coordinate jitter. No mirroring: the
+    landmarks of a mirrored face are a permutation of the indices, not a sign flip."""
+    n = x.shape[0]
+    ang = (torch.rand(n, generator=gen) * 2 - 1) * 0.17  # about 10 degrees
+    scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.05
+    cos, sin = torch.cos(ang) * scale, torch.sin(ang) * scale
+    xy = torch.stack([cos[:, None] * x[..., 0] - sin[:, None] * x[..., 1], sin[:, None] * x[..., 0] + cos[:, None] * x[..., 1]], -1)
+    return torch.cat([xy, x[..., 2:] * scale[:, None, None]], -1) + 0.01 * torch.randn(x.shape, generator=gen)
+
+
+@torch.no_grad()
+def predict_proba(model: nn.Module, points: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+    """(N, 7) probabilities from raw landmarks; faces without landmarks get NaN rows (the caller scores them as failures)."""
+    model.eval()
+    norm = normalise(points)
+    found = ~np.isnan(norm[:, 0, 0])
+    out = np.full((len(points), len(CLASSES)), np.nan)
+    idx = np.flatnonzero(found)
+    for s in range(0, len(idx), batch_size):
+        sel = idx[s : s + batch_size]
+        out[sel] = F.softmax(model(torch.from_numpy(norm[sel])), dim=1).numpy()
+    return out
+
+
+def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray, cfg: LandmarkTrainConfig,
+          out: Path, log=print) -> dict:
+    """Train on the faces with landmarks; select the epoch by validation accuracy counting faces without landmarks as wrong."""
+    from safetensors.torch import save_file
+    from sklearn.metrics import accuracy_score
+
+    from .io import atomic_path
+
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    found = ~np.isnan(points[:, 0, 0])
+    x_all = torch.from_numpy(normalise(points[found]))
+    y_all = torch.from_numpy(labels[found].astype(np.int64))
+    model = ARCHS[cfg.arch]()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    steps = int(np.ceil(len(x_all) / cfg.batch_size))
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1)
+    best, history, t0, card = -1.0, [], time.perf_counter(), {}
+    for epoch in range(cfg.epochs):
+        model.train()
+        order = torch.randperm(len(x_all), generator=gen)
+        total = 0.0
+        for k in range(steps):
+            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
+            loss = F.cross_entropy(model(_augment(x_all[idx], gen)), y_all[idx], label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            total += loss.item()
+        proba = predict_proba(model, val_points)
+        pred = np.where(np.isnan(proba[:, 0]), -1, np.nan_to_num(proba).argmax(1))  # no landmarks: a wrong answer
+        acc = accuracy_score(val_labels, pred)
+        history.append({"epoch": epoch + 1, "train_loss": total / steps, "val_accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)})
+        log(f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}: loss {total / steps:.4f}  val accuracy {acc:.4f} (no-landmark faces count as wrong)")
+        if acc > best:
+            best = acc
+            card = {"config": asdict(cfg), "best_epoch": epoch + 1, "val_accuracy": acc, "train_faces": int(found.sum()),
+                    "train_faces_without_landmarks": int((~found).sum()), "val_faces_without_landmarks": int(np.isnan(val_points[:, 0, 0]).sum()),
+                    "labels": list(CLASSES), "torch": torch.__version__}
+            with atomic_path(out) as tmp:
+                save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "adj"}, str(tmp), metadata={"fer_study": json.dumps(card)})
+    return card | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+
+
+def load(path: str | Path) -> tuple[nn.Module, dict]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"landmark model weights {path} not found: train them with `python -m fer_helpers.landmarks`")
+    with safe_open(str(path), framework="pt") as f:
+        card = json.loads((f.metadata() or {}).get("fer_study", "{}"))
+    model = ARCHS[card["config"]["arch"]]()
+    missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
+    if unexpected or [k for k in missing if k != "adj"]:
+        raise ValueError(f"{path} does not hold {card['config']['arch']} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.eval(), card
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fer_helpers.landmarks --fer2013 DIR --task face_landmarker.task --out-dir models/landmarks``:
+    extract (cached) and train the three landmark models, selecting on PublicTest."""
+    import argparse
+
+    from . import data
+
+    ap = argparse.ArgumentParser(prog="python -m fer_helpers.landmarks")
+    ap.add_argument("--fer2013", required=True)
+    ap.add_argument("--task", required=True, help="face_landmarker.task")
+    ap.add_argument("--out-dir", type=Path, default=Path("models/landmarks"))
+    ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "fer-study" / "landmarks_fer2013.npz")
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS))
+    ap.add_argument("--epochs", type=int, default=40)
+    a = ap.parse_args(argv)
+    tr, ev = data.load_folder(a.fer2013, "train"), data.load_folder(a.fer2013, "test")
+    ev = ev.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in ev.ids]))
+    val, _ = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
+    p_tr, f_tr = extract_cached(tr.images, a.task, a.cache, progress=True)
+    p_va, f_va = extract_cached(val.images, a.task, a.cache, progress=True)
+    print(f"landmarks found: train {f_tr.mean():.1%} of {len(tr)}, PublicTest {f_va.mean():.1%} of {len(val)}", flush=True)
+    a.out_dir.mkdir(parents=True, exist_ok=True)
+    for arch in a.archs:
+        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs)
+        card = train(p_tr, tr.labels, p_va, val.labels, cfg, a.out_dir / f"{arch}.safetensors", log=lambda m: print(m, flush=True))
+        (a.out_dir / f"{arch}.json").write_text(json.dumps(card, indent=2))
+        print(f"{arch}: best PublicTest accuracy {card['val_accuracy']:.4f} (epoch {card['best_epoch']})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

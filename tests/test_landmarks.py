@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+import torch
+
+from fer_helpers import landmarks
+from fer_helpers.paths import SHARED_DIR
+
+TASK = SHARED_DIR / "models" / "face_landmarker.task"
+
+
+@pytest.fixture(scope="module")
+def task():
+    if not TASK.is_file():
+        pytest.skip(f"MediaPipe model not found at {TASK} (development and CI machines have it beside the checkout)")
+    return TASK
+
+
+def test_extraction_finds_most_faces_and_caches(sample_faces, task, tmp_path):
+    x = sample_faces.images[:20]
+    pts, found = landmarks.extract_cached(x, task, tmp_path / "cache.npz")
+    assert pts.shape == (20, 478, 3) and found.mean() >= 0.8
+    assert np.isnan(pts[~found]).all() and not np.isnan(pts[found]).any()
+    again, _ = landmarks.extract_cached(x[::-1], task, tmp_path / "cache.npz")  # served from the cache, by pixels
+    np.testing.assert_array_equal(again[::-1], pts)
+
+
+def test_missing_task_file_names_the_fix(sample_faces, tmp_path):
+    with pytest.raises(landmarks.LandmarkerUnavailable, match="face_landmarker.task"):
+        landmarks.extract(sample_faces.images[:1], tmp_path / "none.task")
+
+
+def test_normalisation_removes_position_and_scale(rng):
+    p = rng.random((2, 478, 3)).astype(np.float32)
+    moved = p * 3 + np.array([0.2, -0.1, 0.0], np.float32)
+    np.testing.assert_allclose(landmarks.normalise(p), landmarks.normalise(moved), atol=1e-5)
+    assert np.isnan(landmarks.normalise(np.full((1, 478, 3), np.nan))).all()
+
+
+def test_graph_has_self_loops_and_no_isolated_landmark(task):
+    a = landmarks.facemesh_adjacency()
+    assert a.shape == (478, 478) and torch.allclose(a, a.T) and (torch.diagonal(a) > 0).all()
+    only_self = torch.nonzero((a > 0).sum(1) == 1).flatten().tolist()
+    assert only_self == [468, 473]  # the iris centres: kept by their self-loops
+
+
+@pytest.mark.parametrize("arch", list(landmarks.ARCHS))
+def test_models_train_and_score_faces_without_landmarks_as_failures(arch, rng, tmp_path, task):
+    pts = rng.normal(size=(64, 478, 3)).astype(np.float32)
+    labels = np.arange(64) % 7
+    pts[labels == 3, :, 0] += 0.5  # a learnable signal for one class
+    val = pts[:16].copy()
+    val[0] = np.nan  # no landmarks
+    cfg = landmarks.LandmarkTrainConfig(arch=arch, epochs=2, batch_size=32)
+    card = landmarks.train(pts, labels, val, labels[:16], cfg, tmp_path / "m.safetensors", log=lambda *_: None)
+    assert card["val_faces_without_landmarks"] == 1
+    model, meta = landmarks.load(tmp_path / "m.safetensors")
+    proba = landmarks.predict_proba(model, val)
+    assert np.isnan(proba[0]).all() and np.allclose(proba[1:].sum(1), 1)
