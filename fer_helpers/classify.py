@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .data import CLASSES
 from .degrade import _as_stack
+from .paths import MODELS_DIR
+from .registry import registrar
 
 #: Label spellings seen in FER models and data sets, mapped to canonical classes.
 LABEL_ALIASES: dict[str, str] = {
@@ -119,13 +122,7 @@ class Classifier(ABC):
 REGISTRY: dict[str, Callable[[ClassifyContext], Classifier]] = {}
 
 
-def register(name: str, family: str) -> Callable:
-    def deco(cls: type[Classifier]) -> type[Classifier]:
-        cls.name, cls.family = name, family
-        REGISTRY[name] = cls
-        return cls
-
-    return deco
+register = registrar(REGISTRY)  # @register("cnn", "cnn") adds a classifier built as cls(ctx)
 
 
 def create(name: str, ctx: ClassifyContext) -> Classifier:
@@ -133,3 +130,118 @@ def create(name: str, ctx: ClassifyContext) -> Classifier:
     if name not in REGISTRY:
         raise KeyError(f"unknown classifier {name!r}; known: {', '.join(sorted(REGISTRY)) or 'none yet'}")
     return REGISTRY[name](ctx)
+
+
+# ---- the classifiers ----------------------------------------------------------------------------
+
+DEFAULT_WEIGHTS = {
+    "cnn": MODELS_DIR / "cnn" / "cnn.safetensors",
+    "vit_fer2013": MODELS_DIR / "vit_fer2013",
+    "vit_hub": "trpakov/vit-face-expression",
+    "landmark_mlp": MODELS_DIR / "landmarks" / "landmark_mlp.safetensors",
+    "landmark_transformer": MODELS_DIR / "landmarks" / "landmark_transformer.safetensors",
+    "landmark_gcn": MODELS_DIR / "landmarks" / "landmark_gcn.safetensors",
+}
+
+
+def _weights(name: str, ctx: ClassifyContext) -> str:
+    return str((ctx.weights or {}).get(name, DEFAULT_WEIGHTS[name]))
+
+
+@register("cnn", "cnn")
+class CNNClassifier(Classifier):
+    """The project's compact CNN (trained from scratch on FER2013 Training), ten-view deterministic TTA."""
+
+    labels = CLASSES
+
+    def __init__(self, ctx: ClassifyContext):
+        from . import cnn
+
+        try:
+            self.model, self.card = cnn.load(_weights("cnn", ctx), ctx.device)
+        except (FileNotFoundError, ValueError) as e:
+            raise ClassifierUnavailable("cnn", str(e).split(":")[0], "train it: python -m fer_helpers.cnn --help") from None
+        self.device, self.batch_size = ctx.device, ctx.batch_size
+
+    def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
+        from . import cnn
+
+        return cnn.predict_proba(self.model, images, self.device, self.batch_size)
+
+
+class _HFViT(Classifier):
+    source = ""
+
+    def __init__(self, ctx: ClassifyContext):
+        from . import vit
+
+        self.model, self.processor = vit.load(_weights(self.name, ctx), ctx.device)
+        self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
+        label_index(self.labels, self.name)  # fail now, with the labels named, if they cannot be mapped
+        self.device, self.batch_size = ctx.device, ctx.batch_size
+
+    def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
+        from . import vit
+
+        return vit.predict_proba(self.model, self.processor, images, self.device, self.batch_size)
+
+
+@register("vit_fer2013", "vit")
+class ProjectViT(_HFViT):
+    """A small ViT trained by the project on FER2013 Training (a Hugging Face model folder)."""
+
+
+@register("vit_hub", "vit")
+class HubViT(_HFViT):
+    """trpakov/vit-face-expression (ViT-B/16 fine-tuned on FER2013), from the Hugging Face hub."""
+
+
+class _Landmarks(Classifier):
+    """A landmark model: MediaPipe landmarks (cached per run), then the model; faces without landmarks are failures."""
+
+    labels = CLASSES
+    task: str | None = None
+
+    def __init__(self, ctx: ClassifyContext):
+        from . import landmarks
+
+        try:
+            self.model, self.card = landmarks.load(_weights(self.name, ctx))
+        except (FileNotFoundError, ValueError) as e:
+            raise ClassifierUnavailable(self.name, str(e).split(":")[0], "train them: python -m fer_helpers.landmarks --help") from None
+        self.task = (ctx.weights or {}).get("landmarker")
+        if not self.task or not Path(self.task).is_file():
+            raise ClassifierUnavailable(self.name, f"MediaPipe face_landmarker.task not found ({self.task})",
+                                        "download the official face_landmarker.task and set classification.landmarker to it")
+    def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
+        """Probabilities; rows of faces without landmarks are NaN (see :func:`predictions`).
+
+        The landmark models score the same batch in turn, so they share one extraction (a one-batch memo)."""
+        from . import landmarks
+
+        pts, _ = landmarks.extract_memo(images, self.task)
+        return landmarks.predict_proba(self.model, pts)
+
+    def predict_proba(self, images: np.ndarray) -> np.ndarray:
+        images = _as_stack(images)
+        return self.raw_probabilities(images)[:, label_index(self.labels, self.name)] if len(images) else np.zeros((0, 7))
+
+
+@register("landmark_mlp", "landmarks")
+class LandmarkMLPClassifier(_Landmarks):
+    """MLP over the 478 normalised MediaPipe landmarks."""
+
+
+@register("landmark_transformer", "landmarks")
+class LandmarkTransformerClassifier(_Landmarks):
+    """Transformer over landmark tokens."""
+
+
+@register("landmark_gcn", "landmarks")
+class LandmarkGCNClassifier(_Landmarks):
+    """Graph network over the FaceMesh edges (with self-loops)."""
+
+
+def predictions(proba: np.ndarray) -> np.ndarray:
+    """Predicted class per face; -1 (always wrong) where the classifier gave no answer (NaN row: no landmarks)."""
+    return np.where(np.isnan(proba).any(axis=1), -1, np.nan_to_num(proba).argmax(axis=1))

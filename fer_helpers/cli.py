@@ -69,10 +69,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if a.cmd == "restorers":
             from . import restore
+            from .registry import doc_line
 
             for name in restore.available_names():
                 cls = restore.REGISTRY[name]
-                print(f"{name:14s} {cls.family:11s} {restore.doc_line(cls)}")
+                print(f"{name:14s} {cls.family:11s} {doc_line(cls)}")
             print(f"\nany of them behind the quality gate: <name>{restore.GATE_SUFFIX} (restoration.gate)")
             return 0
         if a.cmd == "badges":

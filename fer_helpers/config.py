@@ -218,6 +218,33 @@ class RestorationParams(_Section):
         return v
 
 
+class ClassificationParams(_Section):
+    vit: list[str] = Field(default_factory=lambda: ["vit_fer2013", "vit_hub"])
+    """Classifiers notebook 04 scores (``fer-study classifiers`` lists them)."""
+    baselines: list[str] = Field(default_factory=lambda: ["cnn", "landmark_mlp", "landmark_transformer", "landmark_gcn"])
+    """Classifiers notebook 05 scores."""
+    restorers: Optional[list[str]] = None
+    """Restored versions to score (null: every restorer notebook 03 ran; the unrestored faces are always scored)."""
+    presets: Optional[list[str]] = None
+    """Degradation presets to score (null: all; groups allowed; the clean faces are always scored)."""
+    weights: dict[str, str] = Field(default_factory=dict)
+    """Classifier -> weights file, model folder or hub id, e.g. ``{vit_hub: trpakov/vit-face-expression}``."""
+    landmarker: Optional[str] = None
+    """MediaPipe ``face_landmarker.task`` (null: the official file, downloaded once into ~/.cache/fer-study)."""
+    batch_size: int = Field(default=256, ge=1, le=8192)
+
+    @field_validator("vit", "baselines")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from .classify import REGISTRY
+
+        for n in v:
+            if n not in REGISTRY:
+                hint = difflib.get_close_matches(n, list(REGISTRY), n=1)
+                raise ValueError(f"unknown classifier {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(sorted(REGISTRY))}")
+        return v
+
+
 class ComputeParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: ``auto`` uses a GPU when torch sees one."""
@@ -230,7 +257,7 @@ class StudyParams(_Section):
     """Run name: outputs go to ``reports/<name>/``."""
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Master seed: subsetting and every random degradation derive from it."""
-    notebooks: list[str] = Field(default_factory=lambda: ["01_degradation", "02_quality_check", "03_restoration"], min_length=1)
+    notebooks: list[str] = Field(default_factory=lambda: ["01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines"], min_length=1)
     """Notebooks the runner executes, in this order (names in ``notebooks/`` without ``.ipynb``)."""
     show_progress: bool = True
     """Progress bars inside the notebooks."""
@@ -238,6 +265,7 @@ class StudyParams(_Section):
     degradation: DegradationParams = Field(default_factory=DegradationParams)
     quality: QualityParams = Field(default_factory=QualityParams)
     restoration: RestorationParams = Field(default_factory=RestorationParams)
+    classification: ClassificationParams = Field(default_factory=ClassificationParams)
     compute: ComputeParams = Field(default_factory=ComputeParams)
 
     @field_validator("notebooks")

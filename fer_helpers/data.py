@@ -314,7 +314,11 @@ def prepare(params, run, progress: bool = True) -> dict:
     """
     from .io import read_json, save_images, write_csv, write_json
 
-    digest = params.digest()
+    import sys
+
+    from .io import stage_key
+
+    digest = stage_key(params, sys.modules[__name__])
     if run.stage_done(STAGE, digest):
         return read_json(run.path("data", "summary.json"))
     d = params.data

@@ -96,6 +96,21 @@ def load_images(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
+def code_digest(*modules: Any) -> str:
+    """A hash of the source files of ``modules``: results computed by changed code are never reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for m in modules:
+        h.update(Path(m.__file__).read_bytes())
+    return h.hexdigest()[:12]
+
+
+def stage_key(params: Any, *modules: Any) -> str:
+    """What a stage's cached output is valid for: the resolved parameters and the code that computed it."""
+    return f"{params.digest()}-{code_digest(*modules)}"
+
+
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for n in names:

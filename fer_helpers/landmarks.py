@@ -42,6 +42,9 @@ class LandmarkerUnavailable(RuntimeError):
     pass
 
 
+_LANDMARKERS: dict[str, object] = {}  # model file -> FaceLandmarker, one per process
+
+
 def _task_digest(model_path: Path) -> str:
     return hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
 
@@ -65,15 +68,30 @@ def extract(images: np.ndarray, model_path: str | Path, progress: bool = False) 
         raise LandmarkerUnavailable(f"mediapipe is not importable ({e}): pip install mediapipe==1.2.2") from None
     images = _as_stack(images)
     out = np.full((len(images), N_POINTS, 3), np.nan, dtype=np.float32)
-    opts = vision.FaceLandmarkerOptions(base_options=mpt.BaseOptions(model_asset_path=str(model_path)),
-                                        running_mode=vision.RunningMode.IMAGE, num_faces=1)
-    with vision.FaceLandmarker.create_from_options(opts) as lm:
-        for i, im in enumerate(tqdm(images, desc="landmarks", disable=not progress, leave=False)):
-            rgb = np.ascontiguousarray(np.repeat(im[:, :, None], 3, axis=2))
-            res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
-            if res.face_landmarks:
-                out[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
+    key = str(model_path.resolve())
+    if key not in _LANDMARKERS:  # building one loads the model: keep it for the process
+        opts = vision.FaceLandmarkerOptions(base_options=mpt.BaseOptions(model_asset_path=key),
+                                            running_mode=vision.RunningMode.IMAGE, num_faces=1)
+        _LANDMARKERS[key] = vision.FaceLandmarker.create_from_options(opts)
+    lm = _LANDMARKERS[key]
+    for i, im in enumerate(tqdm(images, desc="landmarks", disable=not progress, leave=False)):
+        rgb = np.ascontiguousarray(np.repeat(im[:, :, None], 3, axis=2))
+        res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+        if res.face_landmarks:
+            out[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
     return out, ~np.isnan(out[:, 0, 0])
+
+
+_MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+
+
+def extract_memo(images: np.ndarray, model_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`extract` that remembers the last batch it saw, so several landmark models share one extraction."""
+    key = hashlib.sha1(_as_stack(images).tobytes()).hexdigest() + str(model_path)
+    if key not in _MEMO:
+        _MEMO.clear()
+        _MEMO[key] = extract(images, model_path)
+    return _MEMO[key]
 
 
 def extract_cached(images: np.ndarray, model_path: str | Path, cache: str | Path, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:

@@ -82,3 +82,17 @@ def rgb_row(images: np.ndarray, title: str = "") -> go.Figure:
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False)
     return fig
+
+
+def confusion_grid(matrices: Mapping[str, np.ndarray], labels: Sequence[str], title: str = "") -> go.Figure:
+    """Row-normalised confusion matrices side by side (true class down, predicted across)."""
+    from plotly.subplots import make_subplots
+
+    names = list(matrices)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.06)
+    for k, n in enumerate(names, start=1):
+        fig.add_trace(go.Heatmap(z=matrices[n], x=list(labels), y=list(labels), zmin=0, zmax=1, colorscale="Blues",
+                                 showscale=k == len(names), text=np.round(matrices[n], 2), texttemplate="%{text}"), 1, k)
+        fig.update_yaxes(autorange="reversed", row=1, col=k)
+    fig.update_layout(title=title, height=420, width=max(520, 380 * len(names)))
+    return fig

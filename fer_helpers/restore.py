@@ -24,6 +24,7 @@ from scipy import ndimage
 
 from .degrade import _as_stack
 from .paths import MODELS_DIR
+from .registry import doc_line, registrar
 
 
 class RestorerUnavailable(RuntimeError):
@@ -69,24 +70,11 @@ class Restorer(ABC):
         return doc_line(type(self))
 
 
-def doc_line(cls: type) -> str:
-    """The first line of a restorer class's docstring: its one-line description."""
-    return cls.__doc__.strip().splitlines()[0] if cls.__doc__ else cls.__name__
-
-
 REGISTRY: dict[str, Callable[[RestoreContext], Restorer]] = {}
 GATE_SUFFIX = "+gate"
 
 
-def register(name: str, family: str) -> Callable:
-    """Class decorator: ``@register("median", "classical")`` adds a restorer built as ``cls(ctx)``."""
-
-    def deco(cls: type[Restorer]) -> type[Restorer]:
-        cls.name, cls.family = name, family
-        REGISTRY[name] = cls
-        return cls
-
-    return deco
+register = registrar(REGISTRY)  # @register("median", "classical") adds a restorer built as cls(ctx)
 
 
 def create(name: str, ctx: RestoreContext) -> Restorer:
@@ -417,11 +405,15 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
     import pandas as pd
     from tqdm.auto import tqdm
 
+    import sys
+
     from . import data, degrade, quality
-    from .io import load_images, save_images, write_csv
+    from .io import load_images, save_images, stage_key, write_csv
 
     quality.build(params, run, progress)
-    digest = params.digest()
+    from . import face_priors, unet
+
+    digest = stage_key(params, data, degrade, quality, sys.modules[__name__], face_priors, unet)
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("restoration", "metrics.csv")), pd.read_csv(run.path("restoration", "restorers.csv"))
     if params.restoration.train_unet:

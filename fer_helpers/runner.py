@@ -42,7 +42,11 @@ class RunResult:
 
 
 def _source_digest(nb: Path) -> str:
-    return hashlib.sha256(nb.read_bytes()).hexdigest()[:16]
+    """The notebook and the library it calls: a change to either makes the notebook's last run stale."""
+    h = hashlib.sha256(nb.read_bytes())
+    for f in sorted(Path(__file__).parent.glob("*.py")):
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def _describe_failure(exc: Exception) -> str:

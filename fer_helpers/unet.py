@@ -184,8 +184,13 @@ def train_for_run(params, run, progress: bool = True) -> Path:
     d, t = params.data, params.restoration.unet_training
     if not d.train_split:
         raise ValueError("restoration.train_unet needs data.train_split (the faces to train on)")
+    import sys
+
+    from .io import stage_key
+
+    key = stage_key(params, sys.modules[__name__], degrade)
     out = run.path("models", "unet.safetensors")
-    if out.is_file() and run.stage_done("unet_training", params.digest()):
+    if out.is_file() and run.stage_done("unet_training", key):
         return out
     path = params.data_path()
     faces = training_faces(data.load_split(d.source, path, d.train_split, d.label_map, progress),
@@ -195,7 +200,7 @@ def train_for_run(params, run, progress: bool = True) -> Path:
                       device=params.device())
     card = train(faces, cfg, out, log=_log if progress else (lambda *_: None))
     out.with_suffix(".json").write_text(json.dumps(card, indent=2))
-    run.mark_stage("unet_training", params.digest())
+    run.mark_stage("unet_training", key)
     return out
 
 

@@ -1,0 +1,223 @@
+"""Scoring classifiers on clean, degraded and restored copies of the same faces (notebooks 04 and 05).
+
+For every classifier and every (restorer, condition) the run holds, the per-face probabilities are
+written to ``classification/<classifier>.npz`` (ids, true labels, the condition keys, probabilities of
+shape (conditions, faces, 7) in the canonical class order), so notebook 06 can compare any two
+conditions on the same faces. Metrics (scikit-learn) go to ``classification/metrics.csv`` and the
+confusion matrices to ``classification/confusion.json``. A face a classifier could not answer (a
+landmark model with no landmarks) counts as wrong in every metric and is reported in ``no_answer``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from .data import CLASSES
+from .registry import doc_line
+
+METRIC_COLUMNS = ["classifier", "family", "restorer", "condition", "faces", "accuracy", "macro_precision", "macro_recall",
+                  "macro_f1", "kappa", "no_answer"] + [f"acc_{c}" for c in CLASSES]
+KEY_SEP = "|"  # condition keys are "<restorer>|<condition>", e.g. "none|jpeg_20", "unet|seed003_high", "none|clean"
+
+
+def metrics_for(y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """Accuracy, macro precision/recall/F1, Cohen's kappa, per-class accuracy (recall) and the confusion matrix."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, confusion_matrix, precision_recall_fscore_support
+
+    labels = list(range(len(CLASSES)))
+    p, r, f, _ = precision_recall_fscore_support(y_true, pred, labels=labels, average="macro", zero_division=0)
+    per_class = precision_recall_fscore_support(y_true, pred, labels=labels, average=None, zero_division=0)[1]
+    out = {"faces": len(y_true), "accuracy": accuracy_score(y_true, pred), "macro_precision": p, "macro_recall": r, "macro_f1": f,
+           "kappa": cohen_kappa_score(y_true, pred), "no_answer": int((pred < 0).sum())}
+    out.update({f"acc_{c}": v for c, v in zip(CLASSES, per_class)})
+    out["confusion"] = confusion_matrix(y_true, pred, labels=labels).tolist()  # no-answer faces fall outside the matrix
+    return out
+
+
+def condition_keys(run, restorers: Sequence[str] | None = None, presets: Sequence[str] | None = None) -> list[str]:
+    """The (restorer, condition) pairs notebook 03 produced, as keys; ``restorers`` and ``presets`` narrow the list
+    (the clean faces are always kept)."""
+    table = pd.read_csv(run.path("restoration", "restorers.csv"))
+    metrics = pd.read_csv(run.path("restoration", "metrics.csv"), usecols=["restorer", "condition"])[["restorer", "condition"]].drop_duplicates()
+    ok = set(table[table["available"]]["restorer"])
+    if restorers is not None:
+        ok &= set(restorers) | {"none"}
+    if presets is not None:
+        from .degrade import expand_preset_names
+
+        wanted = set(expand_preset_names(presets)) | {"clean"}
+        metrics = metrics[metrics["condition"].isin(wanted)]
+    return [f"{r}{KEY_SEP}{c}" for r, c in metrics.itertuples(index=False) if r in ok]
+
+
+def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score ``classifiers`` on every condition of the run; returns (metrics, classifier table). Resumable per classifier."""
+    from tqdm.auto import tqdm
+
+    import sys
+
+    from . import classify, data, restore
+    from .io import atomic_path, read_json, stage_key, write_csv, write_json
+
+    restore.build(params, run, progress)
+    from . import cnn, landmarks, vit
+
+    digest = stage_key(params, restore, classify, cnn, vit, landmarks, sys.modules[__name__])
+    out_dir = run.path("classification")
+    if run.stage_done(stage, digest):
+        return read_metrics(run, classifiers), pd.read_csv(out_dir / f"{stage}_classifiers.csv")
+    clean = data.load_clean(run)
+    keys = condition_keys(run, params.classification.restorers, params.classification.presets)
+    ctx = context_for(params, run)
+    table, rows = [], []
+    confusion_path = out_dir / "confusion.json"
+    confusion = read_json(confusion_path) if confusion_path.exists() else {}
+    models = {}
+    for name in classifiers:
+        try:
+            models[name] = classify.create(name, ctx)
+            table.append({"classifier": name, "available": True, "family": models[name].family, "reason": "", "fix": "",
+                          "description": doc_line(type(models[name]))})
+        except classify.ClassifierUnavailable as e:
+            table.append({"classifier": name, "available": False, "family": "", "reason": e.reason, "fix": e.fix, "description": ""})
+    # condition-major: each condition's faces are read once and every classifier scores them in turn
+    proba = {name: np.empty((len(keys), len(clean), len(CLASSES)), np.float32) for name in models}
+    for k, key in enumerate(tqdm(keys, desc="conditions", disable=not progress or not models)):
+        r, cond = key.split(KEY_SEP)
+        images = restore.load_restored(run, r, cond, clean.ids)
+        for name, clf in models.items():
+            proba[name][k] = clf.predict_proba(images)
+    for name, clf in models.items():
+        with atomic_path(out_dir / f"{name}.npz") as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, ids=clean.ids, labels=clean.labels, keys=np.array(keys), proba=proba[name])
+        for k, key in enumerate(keys):
+            m = metrics_for(clean.labels, classify.predictions(proba[name][k]))
+            confusion[f"{name}{KEY_SEP}{key}"] = m.pop("confusion")
+            r, cond = key.split(KEY_SEP)
+            rows.append({"classifier": name, "family": clf.family, "restorer": r, "condition": cond, **m})
+    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS) if not rows else pd.DataFrame(rows)
+    write_csv(out_dir / f"{stage}_metrics.csv", metrics)
+    write_csv(out_dir / f"{stage}_classifiers.csv", pd.DataFrame(table))
+    write_json(confusion_path, confusion)
+    run.mark_stage(stage, digest)
+    return metrics, pd.DataFrame(table)
+
+
+def read_metrics(run, classifiers: Sequence[str] | None = None) -> pd.DataFrame:
+    """All classification metrics the run wrote (both notebooks), optionally for some classifiers."""
+    files = sorted(run.path("classification").glob("*_metrics.csv"))
+    m = pd.concat([pd.read_csv(f) for f in files] or [pd.DataFrame(columns=METRIC_COLUMNS)], ignore_index=True)
+    return m[m["classifier"].isin(classifiers)] if classifiers is not None and len(m) else m
+
+
+def load_probabilities(run, classifier: str) -> dict[str, np.ndarray]:
+    """``ids``, ``labels``, ``keys`` and ``proba`` (conditions x faces x 7) that :func:`build` wrote for one classifier."""
+    from .io import load_images
+
+    path = run.path("classification", f"{classifier}.npz")
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run notebook 04/05 for {classifier} first")
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def context_for(params, run=None):
+    from . import classify
+
+    c = params.classification
+    weights = {k: _path_or_hub_id(v) for k, v in c.weights.items()}
+    weights["landmarker"] = str(landmarker_path(params))
+    return classify.ClassifyContext(device=params.device(), batch_size=c.batch_size, weights=weights)
+
+
+def _path_or_hub_id(value: str) -> str:
+    """A file or folder (made absolute) when it exists or looks like a path; otherwise a hub id, as given."""
+    from .paths import resolve_path
+
+    p = resolve_path(value)
+    return str(p) if p.exists() or value.startswith((".", "/", "~")) else value
+
+
+LANDMARKER_URL = "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
+
+
+def landmarker_path(params) -> Path:
+    """``classification.landmarker`` if set; else the cached official file, downloaded once (fails fast offline)."""
+    import urllib.request
+
+    from .io import atomic_path
+    from .paths import resolve_path
+
+    if params.classification.landmarker:
+        return resolve_path(params.classification.landmarker)
+    path = Path.home() / ".cache" / "fer-study" / "face_landmarker.task"
+    if not path.is_file() and params.restoration.allow_download:
+        try:
+            with urllib.request.urlopen(LANDMARKER_URL, timeout=5) as r, atomic_path(path) as tmp:
+                tmp.write_bytes(r.read())
+        except OSError:
+            pass  # the landmark classifiers then report the missing file, with the fix
+    return path
+
+
+def by_condition(metrics: pd.DataFrame, classifier: str, value: str = "accuracy") -> pd.DataFrame:
+    """condition x restorer table of one metric for one classifier (``none`` = unrestored)."""
+    m = metrics[metrics["classifier"] == classifier]
+    t = m.pivot(index="condition", columns="restorer", values=value)
+    order = ["clean"] + [c for c in m["condition"].unique() if c != "clean"]
+    cols = ["none"] + [r for r in m["restorer"].unique() if r != "none"]
+    return t.reindex(index=order, columns=cols)
+
+
+def headline(metrics: pd.DataFrame) -> pd.DataFrame:
+    """Per classifier: accuracy / macro-F1 / kappa on clean faces, mean accuracy over the degraded presets
+    unrestored, and with the restorer that is best on average (the same restorer for every preset)."""
+    rows = []
+    for clf, m in metrics.groupby("classifier", sort=False):
+        clean = m[(m["condition"] == "clean") & (m["restorer"] == "none")].iloc[0]
+        deg = m[m["condition"] != "clean"]
+        mean_by_restorer = deg.groupby("restorer")["accuracy"].mean()
+        best = mean_by_restorer.drop("none", errors="ignore")
+        rows.append({
+            "classifier": clf, "family": m["family"].iloc[0], "faces": int(clean["faces"]),
+            "clean accuracy": clean["accuracy"], "clean macro-F1": clean["macro_f1"], "clean kappa": clean["kappa"],
+            "degraded accuracy (mean over presets)": mean_by_restorer.get("none", np.nan),
+            "best restorer on average": best.idxmax() if len(best) else "",
+            "restored accuracy (mean over presets)": best.max() if len(best) else np.nan,
+            "faces without an answer (clean)": int(clean["no_answer"]),
+        })
+    return pd.DataFrame(rows)
+
+
+def confusions(run, classifier: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
+    """Row-normalised confusion matrices of one classifier for some condition keys ("restorer|condition")."""
+    from .io import read_json
+
+    conf = read_json(run.path("classification", "confusion.json"))
+    out = {}
+    for k in keys:
+        c = np.array(conf[f"{classifier}{KEY_SEP}{k}"], dtype=float)
+        out[k] = c / np.maximum(c.sum(axis=1, keepdims=True), 1)
+    return out
+
+
+def showcase_keys(metrics: pd.DataFrame, classifier: str, condition: str = "seed000_chain") -> list[str]:
+    """Condition keys to show side by side: clean, ``condition`` unrestored, and restored by the classifier's best restorer."""
+    head = headline(metrics[metrics["classifier"] == classifier])
+    best = head["best restorer on average"].iloc[0] if len(head) else ""
+    have = set(metrics["restorer"] + KEY_SEP + metrics["condition"])
+    keys = [f"none{KEY_SEP}clean", f"none{KEY_SEP}{condition}"] + ([f"{best}{KEY_SEP}{condition}"] if best else [])
+    return [k for k in keys if k in have]
+
+
+def per_class(metrics: pd.DataFrame, conditions: Sequence[str], restorer: str = "none") -> pd.DataFrame:
+    """Long table (classifier, condition, class, accuracy) of per-class accuracy for some conditions."""
+    m = metrics[(metrics["restorer"] == restorer) & metrics["condition"].isin(conditions)]
+    cols = [f"acc_{c}" for c in CLASSES]
+    long = m[["classifier", "condition", *cols]].melt(id_vars=["classifier", "condition"], value_vars=cols, var_name="class", value_name="accuracy")
+    long["class"] = long["class"].str.removeprefix("acc_")
+    return long
