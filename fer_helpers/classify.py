@@ -141,6 +141,8 @@ DEFAULT_WEIGHTS = {
     "landmark_mlp": MODELS_DIR / "landmarks" / "landmark_mlp.safetensors",
     "landmark_transformer": MODELS_DIR / "landmarks" / "landmark_transformer.safetensors",
     "landmark_gcn": MODELS_DIR / "landmarks" / "landmark_gcn.safetensors",
+    "efficientnet_b0": MODELS_DIR / "transfer" / "efficientnet_b0.safetensors",
+    "resnet18": MODELS_DIR / "transfer" / "resnet18.safetensors",
 }
 
 
@@ -167,6 +169,36 @@ class CNNClassifier(Classifier):
         from . import cnn
 
         return cnn.predict_proba(self.model, images, self.device, self.batch_size)
+
+
+class _Transfer(Classifier):
+    """Seed 002's recipe on a torchvision network (fer_helpers.transfer)."""
+
+    labels = CLASSES
+
+    def __init__(self, ctx: ClassifyContext):
+        from . import transfer
+
+        try:
+            self.model, self.card = transfer.load(_weights(self.name, ctx), ctx.device)
+        except (FileNotFoundError, ValueError, KeyError) as e:
+            raise ClassifierUnavailable(self.name, str(e).split(":")[0], f"train it on a GPU: python -m fer_helpers.transfer --arch {self.name} ...") from None
+        self.device, self.batch_size = ctx.device, ctx.batch_size
+
+    def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
+        from . import transfer
+
+        return transfer.predict_proba(self.model, images, self.card["config"]["input_size"], self.device, self.batch_size)
+
+
+@register("efficientnet_b0", "cnn")
+class EfficientNetB0(_Transfer):
+    """EfficientNet-B0 (torchvision) with seed 002's three-phase recipe, ten-view TTA."""
+
+
+@register("resnet18", "cnn")
+class ResNet18(_Transfer):
+    """ResNet-18 (torchvision) with seed 002's three-phase recipe, ten-view TTA."""
 
 
 class _HFViT(Classifier):

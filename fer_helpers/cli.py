@@ -36,6 +36,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     sub.add_parser("presets", help="list the degradation presets and groups")
     sub.add_parser("restorers", help="list the restorers (notebook 03) by family")
+    sub.add_parser("classifiers", help="list the classifiers (notebooks 04 and 05)")
+    sc = sub.add_parser("score", help="score classifiers on the clean faces of any FER2013-style folder (or fer2013.csv)")
+    sc.add_argument("--data", required=True, help="folder with <split>/<class>/ images, or fer2013.csv with --csv")
+    sc.add_argument("--split", default="test", help="split folder (or CSV Usage) to score; default test")
+    sc.add_argument("--csv", action="store_true", help="--data is the original fer2013.csv")
+    sc.add_argument("--classifier", nargs="+", default=["cnn"], help="registry names (fer-study classifiers)")
+    sc.add_argument("--out", help="output folder (default reports/score-<folder name>)")
+    sc.add_argument("--landmarker", help="MediaPipe face_landmarker.task for the landmark models")
+    sc.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other parameters, e.g. data.label_map={...}")
     b = sub.add_parser("badges", help="rewrite the notebooks' Colab badges from pyproject.toml's Repository URL")
     b.add_argument("--check", action="store_true", help="only report notebooks that are out of date (exit 1 if any)")
 
@@ -76,6 +85,36 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name:14s} {cls.family:11s} {doc_line(cls)}")
             print(f"\nany of them behind the quality gate: <name>{restore.GATE_SUFFIX} (restoration.gate)")
             return 0
+        if a.cmd == "classifiers":
+            from . import classify
+            from .registry import doc_line
+
+            for name, cls in sorted(classify.REGISTRY.items()):
+                print(f"{name:22s} {cls.family:10s} {doc_line(cls)}")
+            return 0
+        if a.cmd == "score":
+            from pathlib import Path
+
+            from . import scoring
+            from .config import parse_params
+            from .io import RunDir
+            from .paths import REPORTS_DIR
+
+            name = "score-" + "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in Path(a.data).resolve().name)
+            raw = {"name": name, "data": {"source": "csv" if a.csv else "folder", "path": str(Path(a.data).resolve()),
+                                          "eval_split": a.split, "train_split": None, "drop_test_duplicates_of_train": False}}
+            if a.landmarker:
+                raw["classification"] = {"landmarker": str(Path(a.landmarker).resolve())}
+            params = parse_params(raw, source="fer-study score", overrides=_overrides(a.set))
+            run = RunDir(a.out or REPORTS_DIR / name)
+            run.write_provenance(params)
+            metrics, table = scoring.score_folder(params, run, a.classifier)
+            for _, t in table[~table["available"]].iterrows():
+                print(f"unavailable: {t['classifier']}: {t['reason']} ({t['fix']})", file=sys.stderr)
+            if len(metrics):
+                print(metrics[["classifier", "faces", "accuracy", "macro_f1", "kappa", "no_answer"]].to_string(index=False))
+            print(f"metrics: {run.path('classification', 'score_metrics.csv')}")
+            return 0 if len(metrics) else 1
         if a.cmd == "badges":
             from .colab import sync_badges
 

@@ -55,28 +55,37 @@ def condition_keys(run, restorers: Sequence[str] | None = None, presets: Sequenc
 
 
 def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Score ``classifiers`` on every condition of the run; returns (metrics, classifier table). Resumable per classifier."""
-    from tqdm.auto import tqdm
-
+    """Score ``classifiers`` on every condition of the run; returns (metrics, classifier table)."""
     import sys
 
-    from . import classify, data, restore
-    from .io import atomic_path, read_json, stage_key, write_csv, write_json
+    from . import classify, cnn, data, landmarks, restore, transfer, vit
+    from .io import stage_key
 
     restore.build(params, run, progress)
-    from . import cnn, landmarks, vit
-
-    digest = stage_key(params, restore, classify, cnn, vit, landmarks, sys.modules[__name__])
+    digest = stage_key(params, restore, classify, cnn, vit, landmarks, transfer, sys.modules[__name__])
     out_dir = run.path("classification")
     if run.stage_done(stage, digest):
         return read_metrics(run, classifiers), pd.read_csv(out_dir / f"{stage}_classifiers.csv")
     clean = data.load_clean(run)
     keys = condition_keys(run, params.classification.restorers, params.classification.presets)
-    ctx = context_for(params, run)
-    table, rows = [], []
+    metrics, table = score(run, clean, keys, lambda r, c: restore.load_restored(run, r, c, clean.ids), classifiers,
+                           context_for(params, run), stage, progress)
+    run.mark_stage(stage, digest)
+    return metrics, table
+
+
+def score(run, clean, keys: Sequence[str], load, classifiers: Sequence[str], ctx, stage: str,
+          progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Score ``classifiers`` on the faces ``load(restorer, condition)`` gives for each key; write the run's files."""
+    from tqdm.auto import tqdm
+
+    from . import classify
+    from .io import atomic_path, read_json, write_csv, write_json
+
+    out_dir = run.path("classification")
     confusion_path = out_dir / "confusion.json"
     confusion = read_json(confusion_path) if confusion_path.exists() else {}
-    models = {}
+    table, rows, models = [], [], {}
     for name in classifiers:
         try:
             models[name] = classify.create(name, ctx)
@@ -87,8 +96,7 @@ def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = 
     # condition-major: each condition's faces are read once and every classifier scores them in turn
     proba = {name: np.empty((len(keys), len(clean), len(CLASSES)), np.float32) for name in models}
     for k, key in enumerate(tqdm(keys, desc="conditions", disable=not progress or not models)):
-        r, cond = key.split(KEY_SEP)
-        images = restore.load_restored(run, r, cond, clean.ids)
+        images = load(*key.split(KEY_SEP))
         for name, clf in models.items():
             proba[name][k] = clf.predict_proba(images)
     for name, clf in models.items():
@@ -99,12 +107,21 @@ def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = 
             confusion[f"{name}{KEY_SEP}{key}"] = m.pop("confusion")
             r, cond = key.split(KEY_SEP)
             rows.append({"classifier": name, "family": clf.family, "restorer": r, "condition": cond, **m})
-    metrics = pd.DataFrame(rows, columns=METRIC_COLUMNS) if not rows else pd.DataFrame(rows)
+    metrics = pd.DataFrame(rows) if rows else pd.DataFrame(columns=METRIC_COLUMNS)
+    table = pd.DataFrame(table)
     write_csv(out_dir / f"{stage}_metrics.csv", metrics)
-    write_csv(out_dir / f"{stage}_classifiers.csv", pd.DataFrame(table))
+    write_csv(out_dir / f"{stage}_classifiers.csv", table)
     write_json(confusion_path, confusion)
-    run.mark_stage(stage, digest)
-    return metrics, pd.DataFrame(table)
+    return metrics, table
+
+
+def score_folder(params, run, classifiers: Sequence[str], progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """``fer-study score``: the clean faces of ``params``' data (any FER2013-style folder or CSV), no degradation."""
+    from . import data
+
+    data.prepare(params, run, progress)
+    clean = data.load_clean(run)
+    return score(run, clean, [f"none{KEY_SEP}clean"], lambda r, c: clean.images, classifiers, context_for(params, run), "score", progress)
 
 
 def read_metrics(run, classifiers: Sequence[str] | None = None) -> pd.DataFrame:
