@@ -100,6 +100,17 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", bat
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
 
+def mixup_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, smoothing: float, gen: torch.Generator) -> torch.Tensor:
+    """Cross-entropy with label smoothing on a mixup batch (lambda ~ Beta(alpha, alpha); alpha 0: no mixup)."""
+    if alpha <= 0:
+        return F.cross_entropy(model(x), y, label_smoothing=smoothing)
+    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # drawn from the run's generator: reproducible
+    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+    perm = torch.randperm(len(x), generator=gen).to(x.device)
+    logits = model(lam * x + (1 - lam) * x[perm])
+    return lam * F.cross_entropy(logits, y, label_smoothing=smoothing) + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
+
+
 @dataclass
 class CNNTrainConfig:
     width: int = 64
@@ -117,10 +128,9 @@ class CNNTrainConfig:
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
           cfg: CNNTrainConfig, out: Path, log=print) -> dict:
     """Train on (train_images, train_labels); keep the epoch with the best TTA accuracy on the validation set."""
-    from safetensors.torch import save_file
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-    from .io import atomic_path
+    from .io import save_weights
 
     torch.manual_seed(cfg.seed)
     if cfg.threads:
@@ -140,14 +150,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         for k in range(steps):
             idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
             x, y = augment(x_all[idx], gen).to(device), y_all[idx].to(device)
-            if cfg.mixup > 0:
-                lam = float(np.random.default_rng(cfg.seed * 1_000_003 + epoch * steps + k).beta(cfg.mixup, cfg.mixup))
-                perm = torch.randperm(len(x), generator=gen).to(device)
-                logits = model(lam * x + (1 - lam) * x[perm])
-                loss = lam * F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) + (1 - lam) * F.cross_entropy(
-                    logits, y[perm], label_smoothing=cfg.label_smoothing)
-            else:
-                loss = F.cross_entropy(model(x), y, label_smoothing=cfg.label_smoothing)
+            loss = mixup_loss(model, x, y, cfg.mixup, cfg.label_smoothing, gen)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -163,20 +166,19 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             card = {"config": asdict(cfg), "best_epoch": epoch + 1, "val_accuracy": acc, "val_macro_f1": f1,
                     "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
                     "labels": list(CLASSES), "train_images": int(len(train_images)), "device": device, "torch": torch.__version__}
-            with atomic_path(out) as tmp:
-                save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"fer_study": json.dumps(card)})
+            save_weights(out, model.state_dict(), card)
     return card | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def load(path: str | Path, device: str = "cpu") -> tuple[CompactCNN, dict]:
-    from safetensors import safe_open
     from safetensors.torch import load_file
+
+    from .io import read_card
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CNN weights {path} not found: train them with `python -m fer_helpers.cnn` (see the README)")
-    with safe_open(str(path), framework="pt") as f:
-        card = json.loads((f.metadata() or {}).get("fer_study", "{}"))
+    card = read_card(path)
     model = CompactCNN(card.get("config", {}).get("width", 64))
     try:
         model.load_state_dict(load_file(str(path)))
@@ -204,10 +206,8 @@ def main(argv=None) -> int:
         ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
     a = ap.parse_args(argv)
     cfg = CNNTrainConfig(**{k: getattr(a, k) for k in CNNTrainConfig.__dataclass_fields__})
-    tr, ev = data.load_folder(a.fer2013, "train"), data.load_folder(a.fer2013, "test")
-    ev = ev.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in ev.ids]))
-    val, dropped = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
-    print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({len(dropped)} dropped by the audit)")
+    tr, val, dropped = data.fer2013_train_val(a.fer2013)
+    print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({dropped} dropped by the audit)")
     a.out.parent.mkdir(parents=True, exist_ok=True)
     card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, log=lambda m: print(m, flush=True))
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2))

@@ -369,3 +369,13 @@ def read_audit(run) -> dict[str, pd.DataFrame]:
             out[k] = pd.DataFrame()
     out["counts"] = out["counts"].set_index("class")
     return out
+
+
+def fer2013_train_val(root: str | Path) -> tuple[Dataset, Dataset, int]:
+    """What every training command uses: the Training split, and PublicTest for selection with Training
+    duplicates and blank faces removed. Files named PrivateTest_* (the usual Kaggle test/ folder mixes them
+    in) are never read. Returns (train, validation, faces dropped from PublicTest by the audit)."""
+    train, test = load_folder(root, "train"), load_folder(root, "test")
+    public = test.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in test.ids]))
+    val, dropped = drop_flagged(public, audit(public, train, 1.0), True, True)
+    return train, val, len(dropped)

@@ -195,3 +195,19 @@ class RunDir:
         self.root.mkdir(parents=True, exist_ok=True)
         save_params(params, self.params_file)
         write_json(self.versions_file, environment_record())
+
+
+def save_weights(path: str | os.PathLike, state_dict: dict, card: dict) -> None:
+    """Weights as safetensors with the model card (config, scores) in the header, written atomically."""
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in state_dict.items()}, str(tmp), metadata={"fer_study": json.dumps(card)})
+
+
+def read_card(path: str | os.PathLike) -> dict:
+    """The model card stored in a safetensors header by :func:`save_weights` (``{}`` if none)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads((f.metadata() or {}).get("fer_study", "{}"))

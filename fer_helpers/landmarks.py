@@ -233,10 +233,9 @@ def predict_proba(model: nn.Module, points: np.ndarray, batch_size: int = 1024) 
 def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray, cfg: LandmarkTrainConfig,
           out: Path, log=print) -> dict:
     """Train on the faces with landmarks; select the epoch by validation accuracy counting faces without landmarks as wrong."""
-    from safetensors.torch import save_file
     from sklearn.metrics import accuracy_score
 
-    from .io import atomic_path
+    from .io import save_weights
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -270,20 +269,19 @@ def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_la
             card = {"config": asdict(cfg), "best_epoch": epoch + 1, "val_accuracy": acc, "train_faces": int(found.sum()),
                     "train_faces_without_landmarks": int((~found).sum()), "val_faces_without_landmarks": int(np.isnan(val_points[:, 0, 0]).sum()),
                     "labels": list(CLASSES), "torch": torch.__version__}
-            with atomic_path(out) as tmp:
-                save_file({k: v.contiguous() for k, v in model.state_dict().items() if k != "adj"}, str(tmp), metadata={"fer_study": json.dumps(card)})
+            save_weights(out, {k: v for k, v in model.state_dict().items() if k != "adj"}, card)
     return card | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def load(path: str | Path) -> tuple[nn.Module, dict]:
-    from safetensors import safe_open
     from safetensors.torch import load_file
+
+    from .io import read_card
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"landmark model weights {path} not found: train them with `python -m fer_helpers.landmarks`")
-    with safe_open(str(path), framework="pt") as f:
-        card = json.loads((f.metadata() or {}).get("fer_study", "{}"))
+    card = read_card(path)
     model = ARCHS[card["config"]["arch"]]()
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     if unexpected or [k for k in missing if k != "adj"]:
@@ -309,9 +307,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    tr, ev = data.load_folder(a.fer2013, "train"), data.load_folder(a.fer2013, "test")
-    ev = ev.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in ev.ids]))
-    val, _ = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
+    tr, val, _ = data.fer2013_train_val(a.fer2013)
     p_tr, f_tr = extract_cached(tr.images, a.task, a.cache, progress=True)
     p_va, f_va = extract_cached(val.images, a.task, a.cache, progress=True)
     print(f"landmarks found: train {f_tr.mean():.1%} of {len(tr)}, PublicTest {f_va.mean():.1%} of {len(val)}", flush=True)

@@ -92,11 +92,10 @@ class TransferConfig:
 
 
 def train(train_images, train_labels, val_images, val_labels, cfg: TransferConfig, out: Path, log=print) -> dict:
-    from safetensors.torch import save_file
     from sklearn.metrics import accuracy_score, f1_score
 
-    from .cnn import augment, to_tensor
-    from .io import atomic_path
+    from .cnn import augment, mixup_loss, to_tensor
+    from .io import save_weights
 
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -124,11 +123,7 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TransferConfi
                 crops = augment(x_all[idx], gen)  # (n, 1, 44, 44) in [-1, 1]; the model's preprocessing follows
                 pix = ((crops + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
                 x, y = preprocess(pix, cfg.input_size).to(device), y_all[idx].to(device)
-                lam = float(np.random.default_rng(cfg.seed * 7919 + epoch_no * steps + k).beta(cfg.mixup, cfg.mixup)) if cfg.mixup > 0 else 1.0
-                perm = torch.randperm(len(x), generator=gen).to(device)
-                logits = model(lam * x + (1 - lam) * x[perm])
-                loss = lam * F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing) + (1 - lam) * F.cross_entropy(
-                    logits, y[perm], label_smoothing=cfg.label_smoothing)
+                loss = mixup_loss(model, x, y, cfg.mixup, cfg.label_smoothing, gen)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -142,20 +137,19 @@ def train(train_images, train_labels, val_images, val_labels, cfg: TransferConfi
                 best = acc
                 card = {"config": asdict(cfg), "init": init, "best_epoch": epoch_no, "val_accuracy": acc, "val_macro_f1": f1,
                         "device": device, "torch": torch.__version__}
-                with atomic_path(out) as tmp:
-                    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp), metadata={"fer_study": json.dumps(card)})
+                save_weights(out, model.state_dict(), card)
     return card | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
 def load(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
-    from safetensors import safe_open
     from safetensors.torch import load_file
+
+    from .io import read_card
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"weights {path} not found: train them with `python -m fer_helpers.transfer` (GPU)")
-    with safe_open(str(path), framework="pt") as f:
-        card = json.loads((f.metadata() or {}).get("fer_study", "{}"))
+    card = read_card(path)
     model, _ = build(card["config"]["arch"], pretrained_if_cached=False)
     model.load_state_dict(load_file(str(path)))
     return model.to(device).eval(), card
@@ -173,9 +167,7 @@ def main(argv=None) -> int:
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--epochs", type=int, nargs=3, default=[2, 4, 10], metavar=("HEAD", "UPPER", "ALL"))
     a = ap.parse_args(argv)
-    tr, ev = data.load_folder(a.fer2013, "train"), data.load_folder(a.fer2013, "test")
-    ev = ev.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in ev.ids]))
-    val, _ = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
+    tr, val, _ = data.fer2013_train_val(a.fer2013)
     cfg = TransferConfig(arch=a.arch, input_size=a.input_size, epochs_per_phase=tuple(a.epochs))
     card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, log=lambda m: print(m, flush=True))
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2))
