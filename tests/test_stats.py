@@ -1,0 +1,64 @@
+"""Statistics on small cases with known answers."""
+
+import numpy as np
+import pytest
+from scipy.stats import binomtest
+
+from fer_helpers import stats
+
+
+def test_mcnemar_exact_matches_the_binomial_test_on_discordant_pairs():
+    # 10 faces right only under A, 2 right only under B, 20 right under both, 8 wrong under both
+    a = np.array([1] * 10 + [0] * 2 + [1] * 20 + [0] * 8, bool)
+    b = np.array([0] * 10 + [1] * 2 + [1] * 20 + [0] * 8, bool)
+    r = stats.mcnemar_test(a, b)
+    assert (r["only_a_right"], r["only_b_right"]) == (10, 2)
+    assert r["p"] == pytest.approx(binomtest(2, 12, 0.5).pvalue)
+    assert stats.mcnemar_test(a, a)["p"] == 1.0
+
+
+def test_holm_known_case():
+    reject, adj = stats.holm([0.01, 0.04, 0.03, 0.005])
+    # sorted: 0.005*4=0.02, 0.01*3=0.03, 0.03*2=0.06, then max(0.06, 0.04*1)=0.06
+    np.testing.assert_allclose(adj, [0.03, 0.06, 0.06, 0.02])
+    assert reject.tolist() == [True, False, False, True]
+
+
+def test_bootstrap_interval_covers_and_is_seeded():
+    from sklearn.metrics import accuracy_score
+
+    y = np.zeros(400, int)
+    pred = np.r_[np.zeros(300, int), np.ones(100, int)]  # accuracy 0.75
+    est, lo, hi = stats.bootstrap_ci(y, pred, accuracy_score, n_boot=500, seed=1)
+    assert est == 0.75 and lo < 0.75 < hi
+    # binomial standard error sqrt(.75*.25/400) = 0.0217: the 95% interval is about +-0.042
+    assert hi - lo == pytest.approx(2 * 1.96 * 0.0217, abs=0.012)
+    assert stats.bootstrap_ci(y, pred, accuracy_score, n_boot=500, seed=1) == (est, lo, hi)
+
+
+def test_ece_perfect_and_overconfident():
+    y = np.array([0, 1, 2, 3])
+    perfect = np.eye(7)[y]
+    assert stats.expected_calibration_error(y, perfect) == 0.0
+    over = np.full((4, 7), 0.0)
+    over[:, 0] = 0.95
+    over[:, 1:] = 0.05 / 6
+    # always predicts class 0 with 0.95 confidence; right once in four: |0.25 - 0.95| = 0.70
+    assert stats.expected_calibration_error(y, over) == pytest.approx(0.70)
+
+
+def test_ovr_auc_and_correlation_and_paired_runs():
+    y = np.array([0, 0, 1, 1, 2, 2, 3, 4, 5, 6])
+    proba = np.eye(7)[y] * 0.9 + 0.1 / 7
+    auc = stats.ovr_auc(y, proba)
+    assert auc["macro"] == 1.0 and auc["happy"] == 1.0
+    c = stats.correlation([1, 2, 3, 4, 5], [2, 4, 6, 8, 11])
+    assert c["spearman_rho"] == pytest.approx(1.0) and c["pearson_r"] > 0.99
+    r = stats.paired_over_runs([0.61, 0.63, 0.62, 0.64, 0.60], [0.58, 0.61, 0.59, 0.60, 0.575])
+    # all five differences positive: the exact two-sided Wilcoxon p is 2/2^5
+    assert r["runs"] == 5 and r["ttest_p"] < 0.01 and r["wilcoxon_p"] == pytest.approx(0.0625)
+    assert np.isnan(stats.paired_over_runs([0.6], [0.5])["wilcoxon_p"])
+
+
+def test_format_p():
+    assert stats.format_p(0.0004) == "p < 0.001" and stats.format_p(0.0312) == "p = 0.031"
