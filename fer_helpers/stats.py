@@ -106,7 +106,7 @@ def correlation(x: Sequence[float], y: Sequence[float]) -> dict[str, float]:
 
     x, y = np.asarray(x, float), np.asarray(y, float)
     ok = np.isfinite(x) & np.isfinite(y)
-    if ok.sum() < 3:
+    if ok.sum() < 3 or np.ptp(x[ok]) == 0 or np.ptp(y[ok]) == 0:  # too few points, or a constant: undefined
         return {"n": int(ok.sum()), "pearson_r": np.nan, "pearson_p": np.nan, "spearman_rho": np.nan, "spearman_p": np.nan}
     pr, sr = pearsonr(x[ok], y[ok]), spearmanr(x[ok], y[ok])
     return {"n": int(ok.sum()), "pearson_r": float(pr.statistic), "pearson_p": float(pr.pvalue),

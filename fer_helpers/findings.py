@@ -1,0 +1,171 @@
+"""The study's answers, computed from the files a run wrote (notebook 06).
+
+Everything here reads ``classification/<classifier>.npz`` (per-face probabilities for every condition)
+and ``restoration/metrics.csv``; every number in a table or sentence is computed here, in that run.
+
+Paired comparisons are on the same faces: McNemar's test on right/wrong outcomes, Holm-corrected within
+each classifier's family of tests; 95% bootstrap intervals resample faces with the run's seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import classify, scoring, stats
+from .data import CLASSES
+
+SEP = scoring.KEY_SEP
+
+
+@dataclass
+class Outcomes:
+    """One classifier's per-face results: labels, and for each condition key its probabilities and predictions."""
+
+    classifier: str
+    labels: np.ndarray
+    proba: dict[str, np.ndarray]
+    pred: dict[str, np.ndarray]
+
+    def correct(self, key: str) -> np.ndarray:
+        return self.pred[key] == self.labels
+
+
+def outcomes(run, classifier: str) -> Outcomes:
+    z = scoring.load_probabilities(run, classifier)
+    proba = {str(k): z["proba"][i] for i, k in enumerate(z["keys"])}
+    return Outcomes(classifier, z["labels"], proba, {k: classify.predictions(p) for k, p in proba.items()})
+
+
+def classifier_table(run) -> pd.DataFrame:
+    """Every classifier notebooks 04/05 tried, with availability, family and the reason when unavailable."""
+    files = sorted(run.path("classification").glob("*_classifiers.csv"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame(
+        columns=["classifier", "available", "family", "reason", "fix", "description"])
+
+
+def available_classifiers(run) -> list[str]:
+    t = classifier_table(run)
+    return [c for c in t[t["available"].astype(bool)]["classifier"] if run.path("classification", f"{c}.npz").is_file()]
+
+
+def headline_table(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+    """Classifier x condition (clean, each preset unrestored, each preset restored by each restorer) with
+    accuracy, macro-F1 and kappa, and 95% bootstrap intervals for accuracy and macro-F1."""
+    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
+
+    def f1(y, p):
+        return f1_score(y, p, labels=range(len(CLASSES)), average="macro", zero_division=0)
+
+    rows = []
+    for clf in available_classifiers(run):
+        o = outcomes(run, clf)
+        for key, pred in o.pred.items():
+            restorer, condition = key.split(SEP)
+            acc, acc_lo, acc_hi = stats.bootstrap_ci(o.labels, pred, accuracy_score, n_boot, seed)
+            mf1, f1_lo, f1_hi = stats.bootstrap_ci(o.labels, pred, f1, n_boot, seed)
+            rows.append({"classifier": clf, "condition": condition, "restorer": restorer, "faces": len(pred),
+                         "accuracy": acc, "accuracy_lo": acc_lo, "accuracy_hi": acc_hi,
+                         "macro_f1": mf1, "macro_f1_lo": f1_lo, "macro_f1_hi": f1_hi, "kappa": cohen_kappa_score(o.labels, pred)})
+    return pd.DataFrame(rows)
+
+
+def paired_tests(run) -> pd.DataFrame:
+    """McNemar tests on the same faces, Holm-corrected per classifier:
+    degraded vs clean (what the degradation costs), restored vs degraded (what each restorer wins back),
+    and the gate: ``r+gate`` vs ``r``."""
+    rows = []
+    for clf in available_classifiers(run):
+        o = outcomes(run, clf)
+        keys = list(o.pred)
+        presets = sorted({k.split(SEP)[1] for k in keys} - {"clean"})
+        restorers = [r for r in dict.fromkeys(k.split(SEP)[0] for k in keys) if r != "none"]
+        tests = []
+        for p in presets:
+            deg = f"none{SEP}{p}"
+            if deg in o.pred and f"none{SEP}clean" in o.pred:
+                tests.append(("degradation", p, "none", "clean", deg, f"none{SEP}clean"))
+            for r in restorers:
+                if f"{r}{SEP}{p}" in o.pred:
+                    tests.append(("restoration", p, r, "none", f"{r}{SEP}{p}", deg))
+                if r.endswith("+gate") and f"{r[:-5]}{SEP}{p}" in o.pred:
+                    tests.append(("gate", p, r, r[:-5], f"{r}{SEP}{p}", f"{r[:-5]}{SEP}{p}"))
+        for r in restorers:  # restorers applied to clean faces: the harm the gate should avoid
+            if f"{r}{SEP}clean" in o.pred:
+                tests.append(("restoration", "clean", r, "none", f"{r}{SEP}clean", f"none{SEP}clean"))
+        for kind, preset, a, b, ka, kb in tests:
+            m = stats.mcnemar_test(o.correct(ka), o.correct(kb))
+            rows.append({"classifier": clf, "test": kind, "condition": preset, "a": a, "b": b,
+                         "accuracy_a": o.correct(ka).mean(), "accuracy_b": o.correct(kb).mean(),
+                         "difference": o.correct(ka).mean() - o.correct(kb).mean(), **m})
+    out = pd.DataFrame(rows)
+    if len(out):
+        out["p_holm"] = np.nan
+        out["significant"] = False
+        for clf, idx in out.groupby("classifier").groups.items():
+            reject, adj = stats.holm(out.loc[idx, "p"].to_numpy())
+            out.loc[idx, "p_holm"] = adj
+            out.loc[idx, "significant"] = reject
+    return out
+
+
+def best_restorers(tests: pd.DataFrame) -> pd.DataFrame:
+    """Per (classifier, preset): the restorer with the largest accuracy gain over the unrestored faces, and
+    whether that gain is significant after Holm's correction (only then is it called the best)."""
+    r = tests[(tests["test"] == "restoration") & (tests["condition"] != "clean")]
+    if r.empty:
+        return r
+    best = r.loc[r.groupby(["classifier", "condition"])["difference"].idxmax()]
+    return best.assign(marked=best["significant"] & (best["difference"] > 0)).reset_index(drop=True)
+
+
+def psnr_vs_accuracy(run, tests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (classifier, restorer): correlation across presets of the mean PSNR gain and the accuracy gain;
+    returns (correlations, the per-preset points)."""
+    rest = pd.read_csv(run.path("restoration", "metrics.csv"))
+    rest = rest[rest["condition"] != "clean"]
+    rest = rest.assign(gain=(rest["psnr"] - rest["psnr_degraded"]).where(np.isfinite(rest["psnr"]) & np.isfinite(rest["psnr_degraded"])))
+    psnr_gain = rest.groupby(["restorer", "condition"])["gain"].mean().rename("psnr_gain").reset_index()
+    r = tests[(tests["test"] == "restoration") & (tests["condition"] != "clean")].rename(columns={"a": "restorer"})
+    merged = r.merge(psnr_gain, on=["restorer", "condition"], how="inner")
+    rows = []
+    for (clf, rst), g in merged.groupby(["classifier", "restorer"]):
+        rows.append({"classifier": clf, "restorer": rst, **stats.correlation(g["psnr_gain"], g["difference"])})
+    return pd.DataFrame(rows), merged
+
+
+def family_robustness(tests: pd.DataFrame, classifiers_table: pd.DataFrame) -> pd.DataFrame:
+    """Mean accuracy lost to degradation per classifier family (ViT, CNN, landmarks)."""
+    d = tests[tests["test"] == "degradation"].merge(classifiers_table[["classifier", "family"]], on="classifier", how="left")
+    return d.groupby(["family", "classifier"])["difference"].mean().rename("mean accuracy change under degradation").reset_index()
+
+
+def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
+    """Findings as sentences, every number taken from the tables (percentages of faces, Holm-corrected p)."""
+    out = []
+    deg = tests[tests["test"] == "degradation"]
+    for clf, g in deg.groupby("classifier"):
+        worst = g.loc[g["difference"].idxmin()]
+        if worst["difference"] < 0:
+            out.append(f"{clf}: the costliest degradation is {worst['condition']}, which lowers accuracy from "
+                       f"{worst['accuracy_b']:.1%} to {worst['accuracy_a']:.1%} ({stats.format_p(worst['p_holm'])}, Holm).")
+        else:
+            out.append(f"{clf}: no degradation lowers its accuracy ({worst['accuracy_b']:.1%} on clean faces).")
+    for _, b in best[best["difference"] != 0].iterrows():
+        verb = "raises" if b["difference"] > 0 else "lowers"
+        tail = f"({stats.format_p(b['p_holm'])}, Holm)" if b["marked"] else f"(not significant: {stats.format_p(b['p_holm'])}, Holm)"
+        out.append(f"{b['a']} {verb} {b['classifier']} accuracy on {b['condition']} from {b['accuracy_b']:.1%} to {b['accuracy_a']:.1%} {tail}.")
+    gate = tests[tests["test"] == "gate"]
+    for (clf, a), g in gate.groupby(["classifier", "a"]):
+        out.append(f"{clf}, {a}: restoring only the flagged faces differs significantly from restoring all of them on "
+                   f"{int(g['significant'].sum())} of {len(g)} presets (mean accuracy difference {g['difference'].mean():+.1%}).")
+    harm = tests[(tests["test"] == "restoration") & (tests["condition"] == "clean")]
+    for _, h in harm[harm["significant"]].iterrows():
+        out.append(f"{h['a']} applied to clean faces changes {h['classifier']} accuracy from {h['accuracy_b']:.1%} to "
+                   f"{h['accuracy_a']:.1%} ({stats.format_p(h['p_holm'])}, Holm).")
+    for _, c in corr.dropna(subset=["spearman_rho"]).iterrows():
+        out.append(f"{c['classifier']}, {c['restorer']}: across presets, PSNR gain and accuracy gain correlate with "
+                   f"Spearman rho = {c['spearman_rho']:.2f} ({stats.format_p(c['spearman_p'])}, n = {c['n']}).")
+    return out
