@@ -217,3 +217,29 @@ def main(argv=None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def gradcam(model: CompactCNN, images: np.ndarray, target: np.ndarray | None = None, device: str = "cpu") -> np.ndarray:
+    """Grad-CAM (Selvaraju et al. 2017) of the last convolutional stage, for the centre 44 px view.
+
+    ``target``: the class per face to explain (default: the predicted one). Returns (N, 48, 48) maps in
+    [0, 1], zero in the 2 px border the centre crop leaves out.
+    """
+    model.eval()
+    layer = model.features[-1][5]  # the last ReLU before the final pooling
+    acts: list[torch.Tensor] = []
+    hook = layer.register_forward_hook(lambda m, i, o: acts.append(o))
+    try:
+        x = to_tensor(images).to(device)[..., 2:46, 2:46].requires_grad_(True)
+        logits = model(x)
+        t = torch.as_tensor(target if target is not None else logits.argmax(1).cpu().numpy(), device=device)
+        grads = torch.autograd.grad(logits.gather(1, t.view(-1, 1)).sum(), acts[0])[0]
+    finally:
+        hook.remove()
+    weights = grads.mean(dim=(2, 3), keepdim=True)
+    cam = F.relu((weights * acts[0]).sum(1, keepdim=True))
+    cam = F.interpolate(cam, size=(CROP, CROP), mode="bilinear", align_corners=False).squeeze(1)
+    cam = cam / cam.flatten(1).amax(1).clamp_min(1e-8).view(-1, 1, 1)
+    out = np.zeros((len(images), 48, 48), np.float32)
+    out[:, 2:46, 2:46] = cam.detach().cpu().numpy()
+    return out

@@ -245,6 +245,15 @@ class ClassificationParams(_Section):
         return v
 
 
+class StatisticsParams(_Section):
+    n_boot: int = Field(default=1000, ge=100, le=100_000)
+    """Bootstrap resamples (faces) for the 95% confidence intervals."""
+    showcase_preset: str = "seed000_chain"
+    """The degradation shown in the galleries (prediction flips, Grad-CAM, ROC, calibration)."""
+    gallery_faces: int = Field(default=6, ge=1, le=30)
+    """Faces per gallery."""
+
+
 class ComputeParams(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     """Where models run: ``auto`` uses a GPU when torch sees one."""
@@ -257,7 +266,7 @@ class StudyParams(_Section):
     """Run name: outputs go to ``reports/<name>/``."""
     seed: int = Field(default=0, ge=0, le=2**32 - 1)
     """Master seed: subsetting and every random degradation derive from it."""
-    notebooks: list[str] = Field(default_factory=lambda: ["01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines"], min_length=1)
+    notebooks: list[str] = Field(default_factory=lambda: ["01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines", "06_visualization"], min_length=1)
     """Notebooks the runner executes, in this order (names in ``notebooks/`` without ``.ipynb``)."""
     show_progress: bool = True
     """Progress bars inside the notebooks."""
@@ -266,6 +275,7 @@ class StudyParams(_Section):
     quality: QualityParams = Field(default_factory=QualityParams)
     restoration: RestorationParams = Field(default_factory=RestorationParams)
     classification: ClassificationParams = Field(default_factory=ClassificationParams)
+    statistics: StatisticsParams = Field(default_factory=StatisticsParams)
     compute: ComputeParams = Field(default_factory=ComputeParams)
 
     @field_validator("notebooks")

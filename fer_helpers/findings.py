@@ -54,21 +54,17 @@ def available_classifiers(run) -> list[str]:
 def headline_table(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Classifier x condition (clean, each preset unrestored, each preset restored by each restorer) with
     accuracy, macro-F1 and kappa, and 95% bootstrap intervals for accuracy and macro-F1."""
-    from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
-
-    def f1(y, p):
-        return f1_score(y, p, labels=range(len(CLASSES)), average="macro", zero_division=0)
+    from sklearn.metrics import cohen_kappa_score
 
     rows = []
     for clf in available_classifiers(run):
         o = outcomes(run, clf)
         for key, pred in o.pred.items():
             restorer, condition = key.split(SEP)
-            acc, acc_lo, acc_hi = stats.bootstrap_ci(o.labels, pred, accuracy_score, n_boot, seed)
-            mf1, f1_lo, f1_hi = stats.bootstrap_ci(o.labels, pred, f1, n_boot, seed)
-            rows.append({"classifier": clf, "condition": condition, "restorer": restorer, "faces": len(pred),
-                         "accuracy": acc, "accuracy_lo": acc_lo, "accuracy_hi": acc_hi,
-                         "macro_f1": mf1, "macro_f1_lo": f1_lo, "macro_f1_hi": f1_hi, "kappa": cohen_kappa_score(o.labels, pred)})
+            b = stats.bootstrap_accuracy_f1(o.labels, pred, n_boot, seed)
+            b.pop("_replicates")
+            rows.append({"classifier": clf, "condition": condition, "restorer": restorer, "faces": len(pred), **b,
+                         "kappa": cohen_kappa_score(o.labels, pred)})
     return pd.DataFrame(rows)
 
 
@@ -169,3 +165,88 @@ def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> li
         out.append(f"{c['classifier']}, {c['restorer']}: across presets, PSNR gain and accuracy gain correlate with "
                    f"Spearman rho = {c['spearman_rho']:.2f} ({stats.format_p(c['spearman_p'])}, n = {c['n']}).")
     return out
+
+
+def robustness(run, head: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (classifier, restorer, preset) with each preset's family and severity, for robustness curves."""
+    presets = pd.read_csv(run.path("degradation", "presets.csv")).rename(columns={"preset": "condition"})
+    return head.merge(presets[["condition", "family", "severity"]], on="condition", how="inner").sort_values(["family", "severity"])
+
+
+def flips(run, classifier: str, condition: str, restorer: str, n: int) -> tuple[dict[str, np.ndarray], list[str]]:
+    """Faces whose prediction flipped after restoration: first wrong->right, then right->wrong.
+    Rows for ``plots.face_grid``: clean, degraded, restored; labels say true class and the two predictions."""
+    from . import data, degrade, restore
+
+    o = outcomes(run, classifier)
+    before, after = o.pred[f"none{SEP}{condition}"], o.pred[f"{restorer}{SEP}{condition}"]
+    fixed = np.flatnonzero((before != o.labels) & (after == o.labels))[:n]
+    broken = np.flatnonzero((before == o.labels) & (after != o.labels))[:n]
+    picks = np.r_[fixed, broken].astype(int)
+    clean = data.load_clean(run)
+    name = lambda k: CLASSES[k] if k >= 0 else "no answer"  # noqa: E731
+    labels = [f"{'fixed' if i in set(fixed) else 'broken'}: {CLASSES[o.labels[i]]} ({name(before[i])} -> {name(after[i])})" for i in picks]
+    rows = {"clean": clean.images[picks], condition: degrade.load_degraded(run, condition, clean.ids)[picks],
+            restorer: restore.load_restored(run, restorer, condition, clean.ids)[picks]}
+    return rows, labels
+
+
+def gradcam_overlay(run, params, condition: str, restorer: str, n: int) -> tuple[np.ndarray, list[str]] | None:
+    """Grad-CAM of the CNN (its true-class evidence) on clean / degraded / restored copies of ``n`` faces, as one
+    RGB mosaic (rows: the three conditions; red: the map). None when the CNN is not available."""
+    from . import classify, cnn, data, degrade, restore
+
+    try:
+        clf = classify.create("cnn", scoring.context_for(params, run))
+    except classify.ClassifierUnavailable:
+        return None
+    clean = data.load_clean(run)
+    idx = np.random.default_rng(params.seed).choice(len(clean), size=min(n, len(clean)), replace=False)
+    rows = [clean.images[idx], degrade.load_degraded(run, condition, clean.ids)[idx],
+            restore.load_restored(run, restorer, condition, clean.ids)[idx]]
+    mosaic = []
+    for faces in rows:
+        cam = cnn.gradcam(clf.model, faces, target=clean.labels[idx])
+        g = faces.astype(np.float32) * 0.6
+        rgb = np.stack([g + 102 * cam, g, g], axis=-1).clip(0, 255).astype(np.uint8)
+        mosaic.append(np.concatenate(list(rgb), axis=1))
+    return np.concatenate(mosaic, axis=0), ["clean", condition, restorer]
+
+
+def showcase(o: Outcomes, preset: str, restored: int = 2) -> list[str]:
+    """Keys to compare for one classifier: clean, ``preset`` unrestored, and up to ``restored`` restorers on it."""
+    keys = [k for k in (f"none{SEP}clean", f"none{SEP}{preset}") if k in o.proba]
+    return keys + [k for k in o.proba if k.endswith(f"{SEP}{preset}") and not k.startswith(f"none{SEP}")][:restored]
+
+
+def answered(o: Outcomes, key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(labels, probabilities) of the faces the classifier answered under ``key`` (landmark models may not)."""
+    ok = ~np.isnan(o.proba[key]).any(axis=1)
+    return o.labels[ok], o.proba[key][ok]
+
+
+def headline_summary(head: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
+    """One row per classifier and condition: unrestored accuracy [CI], macro-F1 [CI], kappa, and the best restorer
+    where its gain is significant (Holm), with its accuracy [CI]."""
+    fmt = lambda r, m: f"{r[m]:.1%} [{r[m + '_lo']:.1%}, {r[m + '_hi']:.1%}]"  # noqa: E731
+    rows = []
+    for (clf, cond), g in head.groupby(["classifier", "condition"], sort=False):
+        base = g[g["restorer"] == "none"].iloc[0]
+        row = {"classifier": clf, "condition": cond, "accuracy": fmt(base, "accuracy"), "macro-F1": fmt(base, "macro_f1"),
+               "kappa": round(float(base["kappa"]), 3), "best restorer (significant)": "", "restored accuracy": ""}
+        b = best[(best["classifier"] == clf) & (best["condition"] == cond) & best["marked"]] if len(best) else best
+        if len(b):
+            r = g[g["restorer"] == b.iloc[0]["a"]].iloc[0]
+            row.update({"best restorer (significant)": f"{b.iloc[0]['a']} ({stats.format_p(b.iloc[0]['p_holm'])})",
+                        "restored accuracy": fmt(r, "accuracy")})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def unavailable(run) -> pd.DataFrame:
+    """Restorers and classifiers that could not run here, with the reason and the fix (they are absent, not gaps)."""
+    r = pd.read_csv(run.path("restoration", "restorers.csv"))
+    c = classifier_table(run)
+    rows = [{"kind": "restorer", "name": x["restorer"], "reason": x["reason"], "fix": x["fix"]} for _, x in r[~r["available"].astype(bool)].iterrows()]
+    rows += [{"kind": "classifier", "name": x["classifier"], "reason": x["reason"], "fix": x["fix"]} for _, x in c[~c["available"].astype(bool)].iterrows()]
+    return pd.DataFrame(rows, columns=["kind", "name", "reason", "fix"])

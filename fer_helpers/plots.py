@@ -96,3 +96,58 @@ def confusion_grid(matrices: Mapping[str, np.ndarray], labels: Sequence[str], ti
         fig.update_yaxes(autorange="reversed", row=1, col=k)
     fig.update_layout(title=title, height=420, width=max(520, 380 * len(names)))
     return fig
+
+
+def robustness_curves(df: pd.DataFrame, classifier: str) -> go.Figure:
+    """Accuracy vs severity, one line per restorer, one panel per degradation family."""
+    d = df[(df["classifier"] == classifier) & (df["family"] != df["condition"])]  # chains have no severity axis
+    fig = px.line(d, x="severity", y="accuracy", color="restorer", facet_col="family", markers=True,
+                  error_y=d["accuracy_hi"] - d["accuracy"], error_y_minus=d["accuracy"] - d["accuracy_lo"],
+                  title=f"{classifier}: accuracy vs severity (95% bootstrap intervals)")
+    fig.update_xaxes(matches=None)
+    return fig
+
+
+def true_class_probability(proba: Mapping[str, np.ndarray], labels: np.ndarray, title: str = "") -> go.Figure:
+    """Distribution of the probability given to the true class, per condition (violin)."""
+    long = pd.concat([pd.DataFrame({"condition": k, "p(true class)": np.take_along_axis(np.nan_to_num(p), labels[:, None], 1)[:, 0]})
+                      for k, p in proba.items()])
+    return px.violin(long, x="condition", y="p(true class)", box=True, points=False, title=title)
+
+
+def reliability(curves: Mapping[str, pd.DataFrame], eces: Mapping[str, float], title: str = "") -> go.Figure:
+    fig = go.Figure()
+    for name, c in curves.items():
+        fig.add_trace(go.Scatter(x=c["confidence"], y=c["accuracy"], mode="lines+markers", name=f"{name} (ECE {eces[name]:.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="perfect calibration"))
+    fig.update_layout(title=title, xaxis_title="confidence (top class)", yaxis_title="accuracy", width=700, height=500)
+    return fig
+
+
+def ovr_roc(labels: np.ndarray, proba: np.ndarray, classes: Sequence[str], title: str = "") -> go.Figure:
+    """One-vs-rest ROC curve per class (scikit-learn), AUC in the legend."""
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    fig = go.Figure()
+    p = np.nan_to_num(proba)
+    for k, c in enumerate(classes):
+        pos = labels == k
+        if 0 < pos.sum() < len(pos):
+            fpr, tpr, _ = roc_curve(pos, p[:, k])
+            fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{c} (AUC {roc_auc_score(pos, p[:, k]):.3f})"))
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="grey"), name="chance"))
+    fig.update_layout(title=title, xaxis_title="false positive rate", yaxis_title="true positive rate", width=700, height=520)
+    return fig
+
+
+def scatter(df: pd.DataFrame, x: str, y: str, color: str | None = None, hover: Sequence[str] = (), title: str = "") -> go.Figure:
+    return px.scatter(df, x=x, y=y, color=color, hover_data=list(hover), title=title)
+
+
+def rgb_mosaic(image: np.ndarray, row_labels: Sequence[str], title: str = "") -> go.Figure:
+    """An RGB mosaic with one label per equal-height row."""
+    fig = px.imshow(image, binary_string=True, title=title)
+    h = image.shape[0] / len(row_labels)
+    fig.update_yaxes(tickmode="array", tickvals=[h * (i + 0.5) for i in range(len(row_labels))], ticktext=list(row_labels))
+    fig.update_xaxes(showticklabels=False)
+    return fig

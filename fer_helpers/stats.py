@@ -31,6 +31,35 @@ def bootstrap_ci(y_true: np.ndarray, y_pred: np.ndarray, metric: Callable[[np.nd
     return est, float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
 
 
+def bootstrap_accuracy_f1(y_true: np.ndarray, y_pred: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95,
+                          n_classes: int = len(CLASSES)) -> dict[str, float]:
+    """Percentile bootstrap intervals of accuracy and macro-F1 in one vectorised pass (faces resampled, seeded).
+
+    The estimates are scikit-learn's; each resample's accuracy and macro-F1 come from its confusion counts
+    (the same definitions as ``accuracy_score`` and ``f1_score(average="macro", labels=range(7),
+    zero_division=0)``, checked against them in the tests). A prediction of -1 (no answer) is wrong.
+    """
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y, p = np.asarray(y_true), np.asarray(y_pred)
+    n = len(y)
+    out = {"accuracy": accuracy_score(y, p), "macro_f1": f1_score(y, p, labels=range(n_classes), average="macro", zero_division=0)}
+    if n == 0:
+        return out | {"accuracy_lo": np.nan, "accuracy_hi": np.nan, "macro_f1_lo": np.nan, "macro_f1_hi": np.nan}
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    yb, pb = y[idx], p[idx]
+    acc = (yb == pb).mean(axis=1)
+    tp = np.stack([((yb == k) & (pb == k)).sum(1) for k in range(n_classes)], 1)
+    support = np.stack([(yb == k).sum(1) for k in range(n_classes)], 1)
+    predicted = np.stack([(pb == k).sum(1) for k in range(n_classes)], 1)
+    denom = support + predicted
+    f1 = np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0).mean(axis=1)
+    a = (1 - level) / 2
+    return out | {"accuracy_lo": float(np.quantile(acc, a)), "accuracy_hi": float(np.quantile(acc, 1 - a)),
+                  "macro_f1_lo": float(np.quantile(f1, a)), "macro_f1_hi": float(np.quantile(f1, 1 - a)),
+                  "_replicates": (acc, f1)}
+
+
 def mcnemar_test(correct_a: np.ndarray, correct_b: np.ndarray) -> dict[str, float]:
     """McNemar's test on paired right/wrong outcomes of the same faces (exact binomial when discordant pairs < 25)."""
     from statsmodels.stats.contingency_tables import mcnemar

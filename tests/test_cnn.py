@@ -38,3 +38,14 @@ def test_tiny_training_selects_on_validation_and_round_trips(sample_faces, tmp_p
     assert meta["val_accuracy"] == card["val_accuracy"]
     with pytest.raises(FileNotFoundError, match="CNN weights .* not found"):
         cnn.load(tmp_path / "missing.safetensors")
+
+
+def test_gradcam_maps_are_normalised_and_target_dependent(sample_faces):
+    torch.manual_seed(0)
+    model = cnn.CompactCNN(width=8)
+    x = sample_faces.images[:3]
+    cam = cnn.gradcam(model, x)
+    assert cam.shape == (3, 48, 48) and cam.min() >= 0 and np.allclose(cam.reshape(3, -1).max(1), 1, atol=1e-5)
+    assert (cam[:, :2, :] == 0).all()
+    other = cnn.gradcam(model, x, target=np.array([0, 1, 2]))
+    assert not np.allclose(cam, other)

@@ -62,3 +62,18 @@ def test_ovr_auc_and_correlation_and_paired_runs():
 
 def test_format_p():
     assert stats.format_p(0.0004) == "p < 0.001" and stats.format_p(0.0312) == "p = 0.031"
+
+
+def test_vectorised_bootstrap_replicates_equal_scikit_learn(rng):
+    from sklearn.metrics import accuracy_score, f1_score
+
+    y = rng.integers(0, 7, 300)
+    pred = np.where(rng.random(300) < 0.6, y, rng.integers(-1, 7, 300))  # includes -1: no answer
+    b = stats.bootstrap_accuracy_f1(y, pred, n_boot=50, seed=3)
+    acc, f1 = b["_replicates"]
+    idx = np.random.default_rng(3).integers(0, 300, size=(50, 300))
+    for k in (0, 17, 49):
+        yy, pp = y[idx[k]], pred[idx[k]]
+        assert acc[k] == pytest.approx(accuracy_score(yy, pp))
+        assert f1[k] == pytest.approx(f1_score(yy, pp, labels=range(7), average="macro", zero_division=0))
+    assert b["accuracy_lo"] < b["accuracy"] < b["accuracy_hi"] and b["macro_f1_lo"] < b["macro_f1"] < b["macro_f1_hi"]
