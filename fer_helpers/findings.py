@@ -250,3 +250,19 @@ def unavailable(run) -> pd.DataFrame:
     rows = [{"kind": "restorer", "name": x["restorer"], "reason": x["reason"], "fix": x["fix"]} for _, x in r[~r["available"].astype(bool)].iterrows()]
     rows += [{"kind": "classifier", "name": x["classifier"], "reason": x["reason"], "fix": x["fix"]} for _, x in c[~c["available"].astype(bool)].iterrows()]
     return pd.DataFrame(rows, columns=["kind", "name", "reason", "fix"])
+
+
+def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
+    """Compute notebook 06's tables and findings and write them to ``statistics/`` (CSV, and findings.json)."""
+    from .io import write_csv, write_json
+
+    head = headline_table(run, n_boot=params.statistics.n_boot, seed=params.seed)
+    tests = paired_tests(run)
+    best = best_restorers(tests) if len(tests) else pd.DataFrame()
+    corr, points = psnr_vs_accuracy(run, tests) if len(tests) else (pd.DataFrame(), pd.DataFrame())
+    lines = sentences(tests, best, corr) if len(tests) else ["No classifier could be scored in this run (see 'Not in this run')."]
+    out = run.path("statistics")
+    for name, df in {"headline": head, "tests": tests, "best_restorers": best, "psnr_vs_accuracy": corr, "psnr_accuracy_points": points}.items():
+        write_csv(out / f"{name}.csv", df)
+    write_json(out / "findings.json", {"findings": lines, "n_boot": params.statistics.n_boot, "seed": params.seed})
+    return {"head": head, "tests": tests, "best": best, "corr": corr, "points": points, "lines": lines}

@@ -96,6 +96,13 @@ def _fmt(v: Any) -> str:
     return html.escape(str(v))
 
 
+def _headline_html(h: dict[str, Any]) -> str:
+    rows = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in h["rows"])
+    note = f"<p class='note'>{html.escape(h['note'])}</p>" if h.get("note") else ""
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in h["columns"])
+    return f"<h2>{html.escape(h['title'])}</h2><table><tr>{head}</tr>{rows}</table>{note}"
+
+
 def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -> Path:
     """Write ``index.html``: links to every notebook's HTML, then the headline tables the notebooks recorded."""
     from .io import atomic_write_text
@@ -110,22 +117,50 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -
         f"({html.escape(params.data.eval_split)}) &middot; seed {params.seed} &middot; parameters digest <code>{params.digest()}</code>"
         f" &middot; git <code>{html.escape(str(versions.get('git_commit')))}</code> &middot; "
         "<a href='params.resolved.yaml'>parameters</a> &middot; <a href='versions.json'>versions</a></p>",
-        "<h2>Notebooks</h2><ul class='nb'>",
     ]
+    heads = read_headlines(run)
+    lead = [h for h in heads if (h.get("order") if h.get("order") is not None else 1_000) < 10]  # the study's answer first
+    parts += [_headline_html(h) for h in lead]
+    parts.append("<h2>Notebooks</h2><ul class='nb'>")
     for nb, status in statuses.items():
         cls = "ok" if status in ("done", "skipped (unchanged)") else "failed" if status.startswith("failed") else "skipped"
         link = f"<a href='{nb}.html'>{nb}</a>" if run.path(f"{nb}.html").exists() else nb
         parts.append(f"<li>{link} <span class='{cls}'>{html.escape(status)}</span></li>")
     parts.append("</ul>")
-    for h in read_headlines(run):
-        parts.append(f"<h2>{html.escape(h['title'])}</h2>")
-        parts.append("<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in h["columns"]) + "</tr>")
-        for row in h["rows"]:
-            parts.append("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>")
-        parts.append("</table>")
-        if h.get("note"):
-            parts.append(f"<p class='note'>{html.escape(h['note'])}</p>")
+    parts += [_headline_html(h) for h in heads if h not in lead]
     parts.append("</body></html>")
     out = run.path("index.html")
     atomic_write_text(out, "\n".join(parts))
     return out
+
+
+def browser_check(html_file: str | os.PathLike, chromium: str = "chromium", budget_ms: int = 20000) -> dict[str, Any]:
+    """Open a report page in headless Chromium (offline) and report what a reader would see.
+
+    Returns the number of plotly figures on the page, how many plotly actually drew (it marks each drawn
+    figure ``js-plotly-plot``), and any console errors (uncaught exceptions, ``console.error``).
+    """
+    import re
+    import shutil
+    import subprocess
+    import tempfile
+
+    exe = shutil.which(chromium)
+    if exe is None:
+        raise FileNotFoundError(f"{chromium} not found (Debian: apt-get install chromium)")
+    with tempfile.TemporaryDirectory() as profile:
+        r = subprocess.run(
+            [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync", f"--user-data-dir={profile}",
+             "--enable-logging=stderr", "--v=0", f"--virtual-time-budget={budget_ms}", "--dump-dom",
+             Path(html_file).resolve().as_uri()],
+            capture_output=True, text=True, timeout=180,
+        )
+    dom = r.stdout
+    console = [l for l in r.stderr.splitlines() if ":CONSOLE" in l]
+    return {
+        "figures": len(re.findall(r'class="plotly-graph-div', dom)),
+        "drawn": len(re.findall(r'class="plotly-graph-div[^"]*js-plotly-plot', dom)),
+        "errors": [l for l in console if re.search(r"Uncaught|Error|error", l)],
+        "dom_bytes": len(dom),
+    }

@@ -102,3 +102,21 @@ def test_failing_notebook_names_cell_and_partial_output_and_keeps_earlier_output
     assert state["01_degradation"]["status"] == "done" and state["02_quality_check"]["status"] == "failed"
     assert "failed" in (run_dir / "index.html").read_text()
     assert "03_restoration" not in state and not (run_dir / "03_restoration.html").exists()
+
+
+def test_report_pages_draw_every_figure_without_javascript_errors_in_chromium(default_run):
+    """The report opens offline in a real browser: every plotly figure draws and nothing throws."""
+    import shutil
+
+    from fer_helpers.report import browser_check
+
+    if shutil.which("chromium") is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); .ci/run installs it")
+    pages = ["index.html"] + [f"{nb}.html" for nb in default_run.statuses]
+    for page in pages:
+        r = browser_check(default_run.run_dir / page)
+        assert r["dom_bytes"] > 1000, page
+        assert r["errors"] == [], (page, r["errors"][:3])
+        assert r["drawn"] == r["figures"], (page, r)
+        if page != "index.html":
+            assert r["figures"] >= 1, page
