@@ -26,7 +26,7 @@ def smoke(fer2013_dir, tmp_path_factory):
 
 def test_smoke_run_completes(smoke):
     res, run, _ = smoke
-    assert res.statuses == {nb: "done" for nb in ("01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines")}
+    assert res.statuses == {nb: "done" for nb in ("01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines", "06_visualization")}
 
 
 def test_clean_set_is_balanced_and_leak_free(smoke, fer2013_dir):

@@ -24,7 +24,7 @@ def default_run(tmp_path_factory):
 
 
 def test_default_run_writes_report_params_and_versions(default_run):
-    assert default_run.statuses == {nb: "done" for nb in ("01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines")}
+    assert default_run.statuses == {nb: "done" for nb in ("01_degradation", "02_quality_check", "03_restoration", "04_vit", "05_baselines", "06_visualization")}
     run = RunDir(default_run.run_dir)
     for f in ("index.html", "01_degradation.html", "02_quality_check.html", "params.resolved.yaml", "versions.json"):
         assert run.path(f).is_file(), f
@@ -75,16 +75,16 @@ def test_rerun_skips_unchanged_and_force_reruns(default_run):
     assert (default_run.run_dir / "02_quality_check.html").stat().st_mtime_ns == before
     res = runner.run_study(PARAMS_DIR / "default.yaml", run_dir=default_run.run_dir, progress=False, only=["02_quality_check"], force=True)
     assert res.statuses["01_degradation"] == "skipped (unchanged)" and res.statuses["02_quality_check"] == "done"
-    assert all(res.statuses[nb].startswith("stale") for nb in ("03_restoration", "04_vit", "05_baselines"))
+    assert all(res.statuses[nb].startswith("stale") for nb in ("03_restoration", "04_vit", "05_baselines", "06_visualization"))
     res = runner.run_study(PARAMS_DIR / "default.yaml", run_dir=default_run.run_dir, progress=False)
-    assert res.statuses["02_quality_check"] == "skipped (unchanged)" and res.statuses["05_baselines"] == "done"
+    assert res.statuses["02_quality_check"] == "skipped (unchanged)" and res.statuses["06_visualization"] == "done"
 
 
 def test_failing_notebook_names_cell_and_partial_output_and_keeps_earlier_outputs(tmp_path, monkeypatch):
     nbdir = tmp_path / "notebooks"
     nbdir.mkdir()
     shutil.copy(NOTEBOOKS_DIR / "01_degradation.ipynb", nbdir)
-    for later in ("03_restoration", "04_vit", "05_baselines"):
+    for later in ("03_restoration", "04_vit", "05_baselines", "06_visualization"):
         shutil.copy(NOTEBOOKS_DIR / f"{later}.ipynb", nbdir)
     broken = nbformat.read(NOTEBOOKS_DIR / "02_quality_check.ipynb", as_version=4)
     broken.cells.insert(4, nbformat.v4.new_code_cell("raise RuntimeError('deliberate failure for the test')"))
