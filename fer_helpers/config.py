@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import degrade
-from .paths import FER2013_ENV, NOTEBOOKS_DIR, PARAMS_DIR, resolve_path
+from .paths import NOTEBOOKS_DIR, PARAMS_DIR, resolve_path
 
 
 class ParamsError(ValueError):

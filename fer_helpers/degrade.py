@@ -16,11 +16,14 @@ from __future__ import annotations
 import hashlib
 import io
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+if TYPE_CHECKING:  # pandas is imported where a table is built, not at import time
+    import pandas as pd
 
 # --------------------------------------------------------------------------------------------
 # Deterministic per-image random generators

@@ -17,10 +17,13 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 from scipy import ndimage
+
+if TYPE_CHECKING:  # pandas is imported where a table is built, not at import time
+    import pandas as pd
 
 from .degrade import _as_stack
 from .paths import MODELS_DIR

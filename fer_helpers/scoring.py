@@ -133,7 +133,6 @@ def read_metrics(run, classifiers: Sequence[str] | None = None) -> pd.DataFrame:
 
 def load_probabilities(run, classifier: str) -> dict[str, np.ndarray]:
     """``ids``, ``labels``, ``keys`` and ``proba`` (conditions x faces x 7) that :func:`build` wrote for one classifier."""
-    from .io import load_images
 
     path = run.path("classification", f"{classifier}.npz")
     if not path.is_file():

@@ -7,7 +7,7 @@ import pytest
 
 from fer_helpers import data, degrade, quality, runner, unet
 from fer_helpers.config import load_params
-from fer_helpers.io import RunDir, load_images
+from fer_helpers.io import RunDir
 from fer_helpers.paths import NOTEBOOKS_DIR, PARAMS_DIR
 
 pytestmark = pytest.mark.notebook

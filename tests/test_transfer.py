@@ -1,5 +1,4 @@
 import numpy as np
-import torch
 
 from fer_helpers import classify, transfer
 
