@@ -328,9 +328,12 @@ class StudyParams(_Section):
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json")
 
-    def digest(self) -> str:
-        """A hash of the resolved parameters (what the runner compares to decide whether a rerun is needed)."""
-        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+    def digest(self, *sections: str) -> str:
+        """A hash of the resolved parameters, or of some top-level sections only (what one stage reads)."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 # ---- loading ---------------------------------------------------------------------------------

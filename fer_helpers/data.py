@@ -318,7 +318,7 @@ def prepare(params, run, progress: bool = True) -> dict:
 
     from .io import stage_key
 
-    digest = stage_key(params, sys.modules[__name__])
+    digest = stage_key(params, "data", sys.modules[__name__])
     if run.stage_done(STAGE, digest):
         return read_json(run.path("data", "summary.json"))
     d = params.data

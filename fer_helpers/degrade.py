@@ -308,7 +308,7 @@ def build(params, run, progress: bool = True) -> "pd.DataFrame":
     from .io import load_images, save_images, stage_key, write_csv
 
     data.prepare(params, run, progress)
-    digest = stage_key(params, data, sys.modules[__name__])
+    digest = stage_key(params, "degradation", data, sys.modules[__name__])
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("degradation", "metrics.csv"))
     clean = data.load_clean(run)

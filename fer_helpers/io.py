@@ -106,9 +106,20 @@ def code_digest(*modules: Any) -> str:
     return h.hexdigest()[:12]
 
 
-def stage_key(params: Any, *modules: Any) -> str:
-    """What a stage's cached output is valid for: the resolved parameters and the code that computed it."""
-    return f"{params.digest()}-{code_digest(*modules)}"
+#: the parameter sections each stage reads (a stage also reads everything its upstream stages read)
+STAGE_SECTIONS = {
+    "data": ("seed", "data"),
+    "degradation": ("seed", "data", "degradation"),
+    "quality": ("seed", "data", "degradation", "quality"),
+    "restoration": ("seed", "data", "degradation", "quality", "restoration", "compute"),
+    "classification": ("seed", "data", "degradation", "quality", "restoration", "compute", "classification"),
+}
+
+
+def stage_key(params: Any, stage: str, *modules: Any) -> str:
+    """What a stage's cached output is valid for: the parameters it reads and the code that computed it, so a
+    change to a later section (a classifier, say) never recomputes an earlier stage."""
+    return f"{params.digest(*STAGE_SECTIONS[stage])}-{code_digest(*modules)}"
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:

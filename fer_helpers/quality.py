@@ -155,7 +155,7 @@ def build(params, run, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFram
     from .io import stage_key, write_csv
 
     degrade.build(params, run, progress)
-    digest = stage_key(params, data, degrade, sys.modules[__name__])
+    digest = stage_key(params, "quality", data, degrade, sys.modules[__name__])
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("quality", "scores.csv")), pd.read_csv(run.path("quality", "detector.csv"))
     clean = data.load_clean(run)

@@ -416,7 +416,7 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
     quality.build(params, run, progress)
     from . import face_priors, unet
 
-    digest = stage_key(params, data, degrade, quality, sys.modules[__name__], face_priors, unet)
+    digest = stage_key(params, "restoration", data, degrade, quality, sys.modules[__name__], face_priors, unet)
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("restoration", "metrics.csv")), pd.read_csv(run.path("restoration", "restorers.csv"))
     if params.restoration.train_unet:

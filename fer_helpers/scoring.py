@@ -62,7 +62,7 @@ def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = 
     from .io import stage_key
 
     restore.build(params, run, progress)
-    digest = stage_key(params, restore, classify, cnn, vit, landmarks, transfer, sys.modules[__name__])
+    digest = stage_key(params, "classification", restore, classify, cnn, vit, landmarks, transfer, sys.modules[__name__])
     out_dir = run.path("classification")
     if run.stage_done(stage, digest):
         return read_metrics(run, classifiers), pd.read_csv(out_dir / f"{stage}_classifiers.csv")

@@ -188,7 +188,7 @@ def train_for_run(params, run, progress: bool = True) -> Path:
 
     from .io import stage_key
 
-    key = stage_key(params, sys.modules[__name__], degrade)
+    key = stage_key(params, "restoration", sys.modules[__name__], degrade)
     out = run.path("models", "unet.safetensors")
     if out.is_file() and run.stage_done("unet_training", key):
         return out

@@ -50,8 +50,10 @@ def main() -> None:
         cfg = c["config"]
         presets = cfg["presets"] if len(cfg["presets"]) <= 3 else f"{len(cfg['presets'])} presets (all of the study's)"
         init = f", fine-tuned from `{Path(cfg['init']).name}`" if cfg.get("init") else ""
-        lines.append(f"| `{name}.safetensors` | {presets}{init} | {cfg['epochs']} ({c['best_epoch']}) | {c['train_images']:,} | "
+        ran = len(c.get("history", [])) or cfg["epochs"]
+        lines.append(f"| `{name}.safetensors` | {presets}{init} | {ran} of {cfg['epochs']} planned ({c['best_epoch']}) | {c['train_images']:,} | "
                      f"{c['val_psnr']:.2f} | {c['train_seconds'] / 60:.0f} min | {c['device']}, {c['threads']} threads, torch {c['torch']} |")
+    lines += [f"\n`{name}`: {c['note']}." for name, c in cards.items() if c.get("note")]
     lines += [
         "",
         f"Optimiser AdamW, one-cycle learning rate (max {next(iter(cards.values()))['config']['lr']:g}), "

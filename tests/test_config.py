@@ -87,3 +87,11 @@ def test_cli_validate_prints_one_line_error(tmp_path):
     r = subprocess.run([sys.executable, "-m", "fer_helpers.cli", "validate", str(f)], capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip().count("\n") == 0 and "degradation.batch_size" in r.stderr and str(f) in r.stderr
+
+
+def test_section_digests_ignore_other_sections():
+    a = parse_params({"classification": {"batch_size": 64}})
+    b = parse_params({"classification": {"batch_size": 128}})
+    assert a.digest() != b.digest()
+    assert a.digest("seed", "data", "restoration") == b.digest("seed", "data", "restoration")
+    assert a.digest("classification") != b.digest("classification")

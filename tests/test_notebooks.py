@@ -203,3 +203,17 @@ def test_findings_statistics_recompute_and_lead_the_index(smoke):
     index = run.path("index.html").read_text()
     assert index.index("<h2>Findings</h2>") < index.index("<h2>Data audit</h2>")
     assert "vit_hub" in index  # unavailable here: listed with its reason, not silently missing
+
+
+def test_notebook_05_runs_alone(fer2013_dir, tmp_path, monkeypatch):
+    """Opened alone, 05 builds its inputs (data, degradation, quality, restoration) through the library and scores."""
+    monkeypatch.setenv("FER2013_DIR", str(fer2013_dir))
+    out = tmp_path / "05.ipynb"
+    pm.execute_notebook(str(NOTEBOOKS_DIR / "05_baselines.ipynb"), str(out), cwd=str(NOTEBOOKS_DIR), progress_bar=False,
+                        parameters={"PARAMS_FILE": str(PARAMS_DIR / "smoke.yaml"), "RUN_DIR": str(tmp_path / "run"),
+                                    "OVERRIDES": {"data.per_class": 1, "degradation.presets": ["noise_25"],
+                                                  "restoration.restorers": ["none", "median"], "restoration.gate": [],
+                                                  "classification.baselines": ["cnn"], "classification.presets": None,
+                                                  "classification.restorers": None}})
+    m = pd.read_csv(tmp_path / "run" / "classification" / "baselines_metrics.csv")
+    assert set(m["restorer"]) == {"none", "median"} and set(m["condition"]) == {"clean", "noise_25"} and (m["faces"] == 7).all()
