@@ -1,7 +1,10 @@
 """Write models/unet_denoiser/README.md from the training cards (JSON) and a PublicTest evaluation (CSV).
 
-    python scripts/unet_model_card.py --eval models/unet_denoiser/publictest.csv \
-        --cards models/unet_denoiser/blind.json models/unet_denoiser/seed003_low.json ...
+    python scripts/unet_model_card.py --eval models/unet_denoiser/publictest.csv --cards models/unet_denoiser/blind.json
+    python scripts/unet_model_card.py --from-run reports/fer2013 --cards models/unet_denoiser/blind.json
+
+``--from-run`` takes the figures from a study run's notebook 03 (restoration/metrics.csv), which scores the
+shipped U-Net and every classical filter on exactly the evaluation pairs of that run.
 
 Every number in the card comes from those files (written by `python -m fer_helpers.unet train` and
 `python -m fer_helpers.unet evaluate --csv`), so the card cannot drift from what was measured.
@@ -18,13 +21,33 @@ import pandas as pd
 TARGETS = {"seed003_low": 36.7, "seed003_high": 30.5, "seed003_sp": 36.9}  # issue targets, PSNR dB on PublicTest
 
 
+def from_run(run_dir: Path) -> pd.DataFrame:
+    """The evaluate table's columns from a run's restoration metrics: noisy input, best classical filter, U-Net."""
+    m = pd.read_csv(run_dir / "restoration" / "metrics.csv")
+    m = m[m["condition"] != "clean"]
+    g = m.groupby(["condition", "restorer"])[["psnr", "ssim"]].mean().reset_index()
+    classical = {"median", "nlm", "unsharp", "wiener", "auto"}
+    rows = []
+    for cond, c in g.groupby("condition"):
+        none = m[(m["condition"] == cond) & (m["restorer"] == "none")]
+        cl = c[c["restorer"].isin(classical)].sort_values("psnr").iloc[-1]
+        u = c[c["restorer"] == "unet"].iloc[0]
+        rows.append({"preset": cond, "faces": len(none), "noisy PSNR": none["psnr"].mean(), "noisy SSIM": none["ssim"].mean(),
+                     "best classical": cl["restorer"], "classical PSNR": cl["psnr"], "classical SSIM": cl["ssim"],
+                     "blind PSNR": u["psnr"], "blind SSIM": u["ssim"]})
+    order = ["seed003_low", "seed003_high", "seed003_sp"]
+    return pd.DataFrame(rows).sort_values("preset", key=lambda s: s.map(lambda p: (order.index(p) if p in order else 99, p)))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--eval", type=Path, required=True)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--eval", type=Path, help="CSV written by `python -m fer_helpers.unet evaluate --csv`")
+    src.add_argument("--from-run", type=Path, help="a run folder whose notebook 03 ran the U-Net (restorer unet)")
     ap.add_argument("--cards", type=Path, nargs="+", required=True)
     ap.add_argument("--out", type=Path, default=Path("models/unet_denoiser/README.md"))
     a = ap.parse_args()
-    ev = pd.read_csv(a.eval)
+    ev = pd.read_csv(a.eval) if a.eval else from_run(a.from_run)
     cards = {c.stem: json.loads(c.read_text()) for c in a.cards}
     models = [c[: -len(" PSNR")] for c in ev.columns if c.endswith(" PSNR") and c not in ("noisy PSNR", "classical PSNR")]
 
