@@ -153,7 +153,7 @@ class LandmarkMLP(nn.Module):
 
 
 class LandmarkTransformer(nn.Module):
-    def __init__(self, dim: int = 48, layers: int = 2, heads: int = 4, dropout: float = 0.1):
+    def __init__(self, dim: int = 16, layers: int = 1, heads: int = 2, dropout: float = 0.1):
         super().__init__()
         self.embed = nn.Linear(3, dim)
         self.pos = nn.Parameter(torch.zeros(1, N_POINTS, dim))
@@ -191,7 +191,7 @@ class LandmarkGCN(nn.Module):
 
 ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransformer, "landmark_gcn": LandmarkGCN}
 #: epochs that fit a 2-core CPU in minutes (attention over 478 tokens is the costly one)
-DEFAULT_EPOCHS = {"landmark_mlp": 40, "landmark_transformer": 10, "landmark_gcn": 20}
+DEFAULT_EPOCHS = {"landmark_mlp": 40, "landmark_transformer": 3, "landmark_gcn": 20}
 
 
 @dataclass
