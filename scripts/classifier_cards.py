@@ -38,7 +38,7 @@ def main() -> None:
         keys = {k: v for k, v in cfg.items() if k not in ("seed", "device", "threads", "arch")}
         f1 = f"{c['val_macro_f1']:.4f}" if "val_macro_f1" in c else ""
         lines.append(f"| {name} | `{path.parent.name}/` | {', '.join(f'{k}={v}' for k, v in keys.items())} | "
-                     f"{len(c.get('history', [])) or cfg.get('epochs')} ({c['best_epoch']}) | {c['val_accuracy']:.4f} | {f1} | "
+                     f"{c.get('epochs_run') or len(c.get('history', [])) or cfg.get('epochs')} of {cfg.get('epochs')} ({c['best_epoch']}) | {c['val_accuracy']:.4f} | {f1} | "
                      f"{c.get('train_seconds', 0) / 60:.0f} min | {a.hardware} |")
         if "confusion_matrix" in c:
             confusions.append((name, c["confusion_matrix"]))
