@@ -197,15 +197,14 @@ def main(argv=None) -> int:
     import argparse
 
     from . import data
+    from .cli import add_config_options, config_from_args
 
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.cnn")
     ap.add_argument("--fer2013", required=True)
     ap.add_argument("--out", type=Path, required=True)
-    for f in CNNTrainConfig.__dataclass_fields__.values():
-        kind = int if f.name == "threads" else type(f.default)
-        ap.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    add_config_options(ap, CNNTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
-    cfg = CNNTrainConfig(**{k: getattr(a, k) for k in CNNTrainConfig.__dataclass_fields__})
+    cfg = config_from_args(CNNTrainConfig, a)
     tr, val, dropped = data.fer2013_train_val(a.fer2013)
     print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({dropped} dropped by the audit)")
     a.out.parent.mkdir(parents=True, exist_ok=True)

@@ -326,18 +326,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fer_helpers.unet train --fer2013 DIR --out models/unet_denoiser/blind.safetensors [...]``."""
     import argparse
 
+    from .cli import add_config_options, config_from_args
+
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.unet")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train", help="train or fine-tune the Attention U-Net denoiser")
     t.add_argument("--fer2013", required=True, help="Kaggle-style FER2013 folder (train/ and test/)")
     t.add_argument("--out", required=True, type=Path)
-    optional_types = {"init": str, "max_train_images": int, "threads": int}
-    for f in TrainConfig.__dataclass_fields__.values():
-        if f.name == "presets":
-            t.add_argument("--presets", nargs="+", default=TrainConfig().presets)
-        else:
-            kind = optional_types.get(f.name, type(f.default))
-            t.add_argument(f"--{f.name.replace('_', '-')}", type=kind, default=f.default)
+    add_config_options(t, TrainConfig, {"init": str, "max_train_images": int, "threads": int})
     e = sub.add_parser("evaluate", help="PSNR/SSIM on the evaluation split (train duplicates and blank faces removed)")
     e.add_argument("--fer2013", required=True)
     e.add_argument("--weights", nargs="+", required=True, metavar="NAME=PATH")
@@ -354,7 +350,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if a.csv:
             table.to_csv(a.csv, index=False)
         return 0
-    cfg = TrainConfig(**{k: getattr(a, k) for k in TrainConfig.__dataclass_fields__})
+    cfg = config_from_args(TrainConfig, a)
     for p in cfg.presets:
         if p not in degrade.PRESETS:
             ap.error(f"unknown preset {p!r}; `fer-study presets` lists them")

@@ -157,16 +157,16 @@ def main(argv=None) -> int:
     import argparse
 
     from . import data
+    from .cli import add_config_options, config_from_args
 
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.vit")
     sub = ap.add_subparsers(dest="cmd", required=True)
     t = sub.add_parser("train")
     t.add_argument("--fer2013", required=True)
     t.add_argument("--out", type=Path, required=True)
-    for f in ViTTrainConfig.__dataclass_fields__.values():
-        t.add_argument(f"--{f.name.replace('_', '-')}", type=int if f.name == "threads" else type(f.default), default=f.default)
+    add_config_options(t, ViTTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
-    cfg = ViTTrainConfig(**{k: getattr(a, k) for k in ViTTrainConfig.__dataclass_fields__})
+    cfg = config_from_args(ViTTrainConfig, a)
     tr, val, _ = data.fer2013_train_val(a.fer2013)
     card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, log=lambda m: print(m, flush=True))
     print(f"best PublicTest accuracy {card['val_accuracy']:.4f} at epoch {card['best_epoch']}: {a.out}")

@@ -95,3 +95,16 @@ def test_section_digests_ignore_other_sections():
     assert a.digest() != b.digest()
     assert a.digest("seed", "data", "restoration") == b.digest("seed", "data", "restoration")
     assert a.digest("classification") != b.digest("classification")
+
+
+def test_training_configs_round_trip_through_their_command_line_options():
+    import argparse
+
+    from fer_helpers import cnn, unet, vit
+    from fer_helpers.cli import add_config_options, config_from_args
+
+    for cls in (unet.TrainConfig, cnn.CNNTrainConfig, vit.ViTTrainConfig):
+        ap = argparse.ArgumentParser()
+        add_config_options(ap, cls, {"init": str, "max_train_images": int, "threads": int})
+        assert config_from_args(cls, ap.parse_args([])) == cls()
+        assert config_from_args(cls, ap.parse_args(["--epochs", "3", "--threads", "2"])) == cls(epochs=3, threads=2)
