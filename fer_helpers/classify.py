@@ -159,16 +159,19 @@ class CNNClassifier(Classifier):
     def __init__(self, ctx: ClassifyContext):
         from . import cnn
 
+        from .compute import for_inference
+
         try:
             self.model, self.card = cnn.load(_weights("cnn", ctx), ctx.device)
         except (FileNotFoundError, ValueError) as e:
             raise ClassifierUnavailable("cnn", str(e).split(":")[0], "train it: python -m fer_helpers.cnn --help") from None
+        self.fast = for_inference(self.model, ctx.device)  # self.model stays unfused for Grad-CAM
         self.device, self.batch_size = ctx.device, ctx.batch_size
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import cnn
 
-        return cnn.predict_proba(self.model, images, self.device, self.batch_size)
+        return cnn.predict_proba(self.fast, images, self.device, self.batch_size)
 
 
 class _Transfer(Classifier):

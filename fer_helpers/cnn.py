@@ -91,10 +91,12 @@ def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512, tta: bool = True) -> np.ndarray:
     """Softmax probabilities (N, 7) in the canonical order, averaged over the TTA views."""
+    from .compute import channels_last
+
     model.eval()
     out = []
     for s in range(0, len(images), batch_size):
-        x = to_tensor(images[s : s + batch_size]).to(device)
+        x = channels_last(to_tensor(images[s : s + batch_size]).to(device))
         views = tta_views(x) if tta else [x[..., 2:46, 2:46]]
         out.append(torch.stack([F.softmax(model(v), dim=1) for v in views]).mean(0).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))

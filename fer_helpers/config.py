@@ -227,6 +227,9 @@ class ClassificationParams(_Section):
     """Restored versions to score (null: every restorer notebook 03 ran; the unrestored faces are always scored)."""
     presets: Optional[list[str]] = None
     """Degradation presets to score (null: all; groups allowed; the clean faces are always scored)."""
+    restored_presets: Optional[list[str]] = None
+    """Presets whose *restored* versions are scored (null: the same as ``presets``); the unrestored faces of
+    every preset in ``presets`` are always scored, so the degradation curves stay whole on a smaller grid."""
     weights: dict[str, str] = Field(default_factory=dict)
     """Classifier -> weights file, model folder or hub id, e.g. ``{vit_hub: trpakov/vit-face-expression}``."""
     landmarker: Optional[str] = None
@@ -244,6 +247,15 @@ class ClassificationParams(_Section):
                 raise ValueError(f"unknown classifier {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(sorted(REGISTRY))}")
         return v
 
+    @field_validator("presets", "restored_presets")
+    @classmethod
+    def _known_presets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
+        if v is not None:
+            bad = [n for n in v if n not in degrade.PRESETS and n not in degrade.PRESET_GROUPS]
+            if bad:
+                raise ValueError(f"unknown preset(s) {bad}; use names from degradation.presets or a group (or null for all)")
+        return v
+
 
 class StatisticsParams(_Section):
     n_boot: int = Field(default=1000, ge=100, le=100_000)
@@ -259,6 +271,9 @@ class ComputeParams(_Section):
     """Where models run: ``auto`` uses a GPU when torch sees one."""
     num_threads: Optional[int] = Field(default=None, ge=1, le=256)
     """torch CPU threads (null: torch's default)."""
+    workers: Optional[int] = Field(default=None, ge=1, le=256)
+    """Worker processes for per-face work that runs on one core (non-local means, noise estimates, PSNR/SSIM,
+    MediaPipe landmarks); null: one per CPU. Results do not depend on it."""
 
 
 class StudyParams(_Section):

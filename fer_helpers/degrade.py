@@ -274,6 +274,12 @@ def pair_metrics(clean: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, n
 
     Identical pairs have infinite PSNR; they are kept as ``inf`` (summaries report medians).
     """
+    from .compute import map_chunks
+
+    return map_chunks(_pair_metrics, np.asarray(clean), np.asarray(degraded))
+
+
+def _pair_metrics(clean: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
     psnr = np.empty(len(clean))

@@ -42,18 +42,14 @@ class LandmarkerUnavailable(RuntimeError):
     pass
 
 
-_LANDMARKERS: dict[str, object] = {}  # model file -> FaceLandmarker, one per process
-
-
 def _task_digest(model_path: Path) -> str:
     return hashlib.sha256(model_path.read_bytes()).hexdigest()[:12]
 
 
 def extract(images: np.ndarray, model_path: str | Path, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Landmarks of each face: (N, 478, 3) float32 in MediaPipe's normalised image units (NaN where no face was
-    found) and the (N,) boolean "found". The grey face is given to MediaPipe as three equal RGB channels."""
-    from tqdm.auto import tqdm
-
+    found) and the (N,) boolean "found". The grey face is given to MediaPipe as three equal RGB channels.
+    Large stacks are split over worker processes (``compute.workers``)."""
     model_path = Path(model_path)
     if not model_path.is_file():
         raise LandmarkerUnavailable(
@@ -61,25 +57,34 @@ def extract(images: np.ndarray, model_path: str | Path, progress: bool = False) 
             "(https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task) "
             "and set classification.landmarker to its path")
     try:
-        import mediapipe as mp
-        from mediapipe.tasks import python as mpt
-        from mediapipe.tasks.python import vision
+        import mediapipe  # noqa: F401
     except ImportError as e:
         raise LandmarkerUnavailable(f"mediapipe is not importable ({e}): pip install mediapipe==1.2.2") from None
-    images = _as_stack(images)
-    out = np.full((len(images), N_POINTS, 3), np.nan, dtype=np.float32)
-    key = str(model_path.resolve())
-    if key not in _LANDMARKERS:  # building one loads the model: keep it for the process
-        opts = vision.FaceLandmarkerOptions(base_options=mpt.BaseOptions(model_asset_path=key),
-                                            running_mode=vision.RunningMode.IMAGE, num_faces=1)
-        _LANDMARKERS[key] = vision.FaceLandmarker.create_from_options(opts)
-    lm = _LANDMARKERS[key]
-    for i, im in enumerate(tqdm(images, desc="landmarks", disable=not progress, leave=False)):
-        rgb = np.ascontiguousarray(np.repeat(im[:, :, None], 3, axis=2))
-        res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
-        if res.face_landmarks:
-            out[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
+    from .compute import map_chunks, workers
+
+    out = map_chunks(_extract, _as_stack(images), min_chunk=64, model_path=str(model_path.resolve()),
+                     progress=progress and workers() == 1)  # worker processes' bars would interleave
     return out, ~np.isnan(out[:, 0, 0])
+
+
+def _extract(images: np.ndarray, model_path: str, progress: bool = False) -> np.ndarray:
+    """The landmarks of each face, in this process."""
+    import mediapipe as mp
+    from mediapipe.tasks import python as mpt
+    from mediapipe.tasks.python import vision
+    from tqdm.auto import tqdm
+
+    out = np.full((len(images), N_POINTS, 3), np.nan, dtype=np.float32)
+    opts = vision.FaceLandmarkerOptions(base_options=mpt.BaseOptions(model_asset_path=model_path),
+                                        running_mode=vision.RunningMode.IMAGE, num_faces=1)
+    # opened and closed per call (about 0.05 s): a landmarker left open fails in mediapipe's __del__ at exit
+    with vision.FaceLandmarker.create_from_options(opts) as lm:
+        for i, im in enumerate(tqdm(images, desc="landmarks", disable=not progress, leave=False)):
+            rgb = np.ascontiguousarray(np.repeat(im[:, :, None], 3, axis=2))
+            res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
+            if res.face_landmarks:
+                out[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
+    return out
 
 
 _MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}

@@ -10,6 +10,7 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from . import compute
 from .config import StudyParams, load_params
 from .io import RunDir, read_json, write_json
 
@@ -33,6 +34,7 @@ def start(params_file: str | os.PathLike | None = None, run_dir: str | os.PathLi
     """First call of every notebook: validate parameters, find the run folder, record provenance."""
     setup_notebook()
     params = load_params(params_file, dict(overrides or {}))
+    compute.configure(params)
     run = RunDir.for_params(params, run_dir)
     run.write_provenance(params)
     print(f"run: {params.name}  ->  {run.root}\nparameters digest: {params.digest()}")

@@ -25,6 +25,7 @@ from scipy import ndimage
 if TYPE_CHECKING:  # pandas is imported where a table is built, not at import time
     import pandas as pd
 
+from .compute import for_inference
 from .degrade import _as_stack
 from .paths import MODELS_DIR
 from .registry import doc_line, registrar
@@ -68,6 +69,12 @@ class Restorer(ABC):
         if out.shape != images.shape or out.dtype != np.uint8:
             raise RuntimeError(f"restorer {self.name} returned {out.dtype} {out.shape} for {images.shape}")
         return out
+
+    def restore_reusing(self, images: np.ndarray, done: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
+        """``self(images)``, taking what other restorers already made of these same faces from ``done``
+        (name -> output) where this restorer would compute exactly that; returns the output and, per reused
+        restorer, the share of the faces taken from it. The default reuses nothing."""
+        return self(images), {}
 
     def describe(self) -> str:
         return doc_line(type(self))
@@ -142,18 +149,26 @@ class NonLocalMeans(Restorer):
         self.patch_size, self.patch_distance = patch_size, patch_distance
 
     def restore(self, images: np.ndarray) -> np.ndarray:
-        from skimage.restoration import denoise_nl_means
+        from .compute import map_chunks
 
-        from .quality import noise_sigma
+        return map_chunks(_nlm, images, min_chunk=64, h_factor=self.h_factor, patch_size=self.patch_size,
+                          patch_distance=self.patch_distance)
 
-        sig = noise_sigma(images) / 255.0
-        x = _float(images)
-        out = np.stack([
-            denoise_nl_means(im, h=self.h_factor * s, sigma=s, patch_size=self.patch_size,
-                             patch_distance=self.patch_distance, fast_mode=True, channel_axis=None) if s > 0 else im
-            for im, s in zip(x, sig)
-        ])
-        return _uint8(out)
+
+def _nlm(images: np.ndarray, h_factor: float, patch_size: int, patch_distance: int) -> np.ndarray:
+    """Non-local means of each face with its own estimated sigma (one process; see :class:`NonLocalMeans`)."""
+    from skimage.restoration import denoise_nl_means
+
+    from .quality import _noise_sigma
+
+    sig = _noise_sigma(images) / 255.0
+    x = _float(images)
+    out = np.stack([
+        denoise_nl_means(im, h=h_factor * s, sigma=s, patch_size=patch_size,
+                         patch_distance=patch_distance, fast_mode=True, channel_axis=None) if s > 0 else im
+        for im, s in zip(x, sig)
+    ])
+    return _uint8(out)
 
 
 @register("unsharp", "classical")
@@ -182,13 +197,19 @@ class Wiener(Restorer):
         self.psf = psf / psf.sum()
 
     def restore(self, images: np.ndarray) -> np.ndarray:
-        from skimage.restoration import wiener
+        from .compute import map_chunks
 
-        # reflect-pad: the FFT-based deconvolution treats the image as periodic, which rings at the borders
-        pad = 2 * self.psf.shape[0]
-        x = np.pad(_float(images), ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
-        out = np.stack([wiener(im, self.psf, self.balance, clip=True) for im in x])
-        return _uint8(out[:, pad:-pad, pad:-pad])
+        return map_chunks(_wiener, images, psf=self.psf, balance=self.balance)
+
+
+def _wiener(images: np.ndarray, psf: np.ndarray, balance: float) -> np.ndarray:
+    from skimage.restoration import wiener
+
+    # reflect-pad: the FFT-based deconvolution treats the image as periodic, which rings at the borders
+    pad = 2 * psf.shape[0]
+    x = np.pad(_float(images), ((0, 0), (pad, pad), (pad, pad)), mode="reflect")
+    out = np.stack([wiener(im, psf, balance, clip=True) for im in x])
+    return _uint8(out[:, pad:-pad, pad:-pad])
 
 
 def impulse_fraction(images: np.ndarray, min_jump: int = 60) -> np.ndarray:
@@ -227,15 +248,25 @@ class Auto(Restorer):
         return plan
 
     def restore(self, images: np.ndarray) -> np.ndarray:
+        return self.restore_reusing(images, {})[0]
+
+    def restore_reusing(self, images: np.ndarray, done: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
+        # the filters work face by face, so median(all)[idx] == median(all[idx]): a plan step's first filter
+        # is taken from ``done`` when that filter already ran on these faces
         plan = self.plan(images)
-        out = images.copy()
-        for step_names in set(plan) - {"none"}:
+        out, shares = images.copy(), {}
+        for step_names in sorted(set(plan) - {"none"}):
             idx = np.flatnonzero(plan == step_names)
-            x = images[idx]
-            for step in step_names.split("+"):
+            first, *rest = step_names.split("+")
+            if first in done:
+                x = done[first][idx]
+                shares[first] = shares.get(first, 0.0) + len(idx) / len(images)
+            else:
+                x = getattr(self, first)(images[idx])
+            for step in rest:
                 x = getattr(self, step)(x)
             out[idx] = x
-        return out
+        return out, shares
 
 
 class Gated(Restorer):
@@ -262,6 +293,14 @@ class Gated(Restorer):
             out[f] = self.inner(images[f])
         return out
 
+    def restore_reusing(self, images: np.ndarray, done: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
+        if self.inner.name not in done:
+            return self(images), {}
+        out = images.copy()
+        f = self.flagged(images)
+        out[f] = done[self.inner.name][f]  # the inner restorer treats each face on its own
+        return out, {self.inner.name: float(f.mean())}
+
 
 # ---- learned: the project's Attention U-Net ------------------------------------------------------
 
@@ -277,9 +316,10 @@ class UNetDenoiser(Restorer):
 
         path = Path(ctx.weights.get("unet", UNET_WEIGHTS))
         try:
-            self.model, self.meta = unet.load_model(path, ctx.device)
+            model, self.meta = unet.load_model(path, ctx.device)
         except (FileNotFoundError, ValueError) as e:
             raise RestorerUnavailable("unet", str(e).split(":")[0], "train it: see models/unet_denoiser/README.md") from None
+        self.model = for_inference(model, ctx.device)
         self.device, self.batch_size = ctx.device, ctx.batch_size
 
     def restore(self, images: np.ndarray) -> np.ndarray:
@@ -306,7 +346,7 @@ class UNetAuto(Restorer):
         for name, default in UNET_SPECIALISTS.items():
             path = Path(ctx.weights.get(f"unet_{name}", default))
             try:
-                self.models[name] = unet.load_model(path, ctx.device)[0]
+                self.models[name] = for_inference(unet.load_model(path, ctx.device)[0], ctx.device)
             except (FileNotFoundError, ValueError) as e:
                 raise RestorerUnavailable("unet_auto", str(e).split(":")[0], "see models/unet_denoiser/README.md") from None
         self.thresholds = ctx.thresholds or Auto(ctx).thresholds
@@ -334,16 +374,28 @@ class UNetAuto(Restorer):
         return out
 
 
-def run_restorer(restorer: Restorer, images: np.ndarray, batch_size: int, progress: bool = False, desc: str = "") -> tuple[np.ndarray, float]:
-    """Restore a whole stack in batches; returns the result and the wall-clock seconds per image."""
+def run_restorer(restorer: Restorer, images: np.ndarray, batch_size: int, progress: bool = False, desc: str = "",
+                 done: dict[str, tuple[np.ndarray, float]] | None = None) -> tuple[np.ndarray, float]:
+    """Restore a whole stack in batches; returns the result and the seconds per image.
+
+    ``done`` (restorer name -> (output on these same faces, its seconds per image)) lets a composite
+    restorer (``auto``, a gate) reuse work; its seconds per image then include the reused restorer's
+    time for the share of faces taken from it, so the figure is what it would cost on its own.
+    """
     from tqdm.auto import tqdm
 
+    done = done or {}
     out = np.empty_like(images)
     starts = range(0, len(images), batch_size)
+    reused: dict[str, float] = {}
     t0 = time.perf_counter()
     for s in tqdm(starts, desc=desc or restorer.name, disable=not progress or len(starts) < 2, leave=False):
-        out[s : s + batch_size] = restorer(images[s : s + batch_size])
-    return out, (time.perf_counter() - t0) / max(len(images), 1)
+        batch = images[s : s + batch_size]
+        out[s : s + batch_size], shares = restorer.restore_reusing(batch, {k: v[s : s + batch_size] for k, (v, _) in done.items()})
+        for k, share in shares.items():
+            reused[k] = reused.get(k, 0.0) + share * len(batch)
+    seconds = time.perf_counter() - t0 + sum(faces * done[k][1] for k, faces in reused.items())
+    return out, seconds / max(len(images), 1)
 
 
 # ---- stage: restore every degraded preset with every restorer, score against the clean faces ------
@@ -425,22 +477,27 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
         unet.train_for_run(params, run, progress)
     clean = data.load_clean(run)
     ctx = context_for(params, run)
-    frames, table = [], []
-    # the clean faces are restored too: what a restorer does to a face that needed nothing is what the gate avoids
-    conditions = [CLEAN] + [p.name for p in params.restoration_presets()]
-    degraded = {c: clean.images if c == CLEAN else degrade.load_degraded(run, c, clean.ids) for c in conditions}
-    base = {c: degrade.pair_metrics(clean.images, degraded[c]) for c in conditions}
-    for name in tqdm(restorer_names(params), desc="restorers", disable=not progress):
+    frames, table, restorers = [], [], {}
+    for name in restorer_names(params):
         t0 = time.perf_counter()
         try:
-            r = create(name, ctx)
+            restorers[name] = create(name, ctx)
         except RestorerUnavailable as e:
             table.append({"restorer": name, "family": "", "available": False, "reason": e.reason, "fix": e.fix,
                           "seconds_per_image": None, "device": ctx.device, "description": ""})
             continue
-        load_s = time.perf_counter() - t0
-        per_image = []
-        for cond in conditions:
+        table.append({"restorer": name, "family": restorers[name].family, "available": True, "reason": "", "fix": "",
+                      "seconds_per_image": [], "load_seconds": round(time.perf_counter() - t0, 2), "device": ctx.device,
+                      "description": restorers[name].describe()})
+    timing = {row["restorer"]: row["seconds_per_image"] for row in table if row["available"]}
+    # the clean faces are restored too: what a restorer does to a face that needed nothing is what the gate avoids
+    conditions = [CLEAN] + [p.name for p in params.restoration_presets()]
+    # condition by condition, so that auto and the gates can reuse the filters' output on the same faces
+    for cond in tqdm(conditions, desc="conditions", disable=not progress):
+        degraded = clean.images if cond == CLEAN else degrade.load_degraded(run, cond, clean.ids)
+        base = degrade.pair_metrics(clean.images, degraded)
+        done: dict[str, tuple[np.ndarray, float]] = {}
+        for name, r in restorers.items():
             f = restored_file(run, name, cond)
             out = None
             if name != "none" and f.is_file():
@@ -448,16 +505,17 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
                 if str(z.get("params_digest", "")) == digest:
                     out, spi = z["images"], float(z["seconds_per_image"])
             if out is None:
-                out, spi = run_restorer(r, degraded[cond], ctx.batch_size, progress, desc=f"{name} on {cond}")
+                out, spi = run_restorer(r, degraded, ctx.batch_size, progress, desc=f"{name} on {cond}", done=done)
                 if name != "none":
                     save_images(f, clean.ids, out, params_digest=np.array(digest), seconds_per_image=np.array(spi))
-            per_image.append(spi)
-            psnr, ssim = degrade.pair_metrics(clean.images, out)
+            done[name] = (out, spi)
+            timing[name].append(spi)
+            psnr, ssim = base if name == "none" else degrade.pair_metrics(clean.images, out)
             frames.append(pd.DataFrame({"id": clean.ids, "label": clean.labels, "condition": cond, "restorer": name,
-                                        "psnr": psnr, "ssim": ssim, "psnr_degraded": base[cond][0], "ssim_degraded": base[cond][1]}))
-        table.append({"restorer": name, "family": r.family, "available": True, "reason": "", "fix": "",
-                      "seconds_per_image": float(np.mean(per_image)) if per_image else None, "load_seconds": round(load_s, 2),
-                      "device": ctx.device, "description": r.describe()})
+                                        "psnr": psnr, "ssim": ssim, "psnr_degraded": base[0], "ssim_degraded": base[1]}))
+    for row in table:
+        if row["available"]:
+            row["seconds_per_image"] = float(np.mean(row["seconds_per_image"])) if row["seconds_per_image"] else None
     metrics = pd.concat(frames, ignore_index=True)
     restorers = pd.DataFrame(table)
     write_csv(run.path("restoration", "metrics.csv"), metrics)

@@ -38,20 +38,24 @@ def metrics_for(y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def condition_keys(run, restorers: Sequence[str] | None = None, presets: Sequence[str] | None = None) -> list[str]:
-    """The (restorer, condition) pairs notebook 03 produced, as keys; ``restorers`` and ``presets`` narrow the list
-    (the clean faces are always kept)."""
+def condition_keys(run, restorers: Sequence[str] | None = None, presets: Sequence[str] | None = None,
+                   restored_presets: Sequence[str] | None = None) -> list[str]:
+    """The (restorer, condition) pairs notebook 03 produced, as keys. ``restorers`` and ``presets`` narrow the
+    list, ``restored_presets`` (default: ``presets``) narrows the restored ones further; the clean faces are
+    always kept, and every kept preset is scored unrestored."""
+    from .degrade import expand_preset_names
+    from .restore import CLEAN
+
     table = pd.read_csv(run.path("restoration", "restorers.csv"))
     metrics = pd.read_csv(run.path("restoration", "metrics.csv"), usecols=["restorer", "condition"])[["restorer", "condition"]].drop_duplicates()
     ok = set(table[table["available"]]["restorer"])
     if restorers is not None:
         ok &= set(restorers) | {"none"}
-    if presets is not None:
-        from .degrade import expand_preset_names
-
-        wanted = set(expand_preset_names(presets)) | {"clean"}
-        metrics = metrics[metrics["condition"].isin(wanted)]
-    return [f"{r}{KEY_SEP}{c}" for r, c in metrics.itertuples(index=False) if r in ok]
+    wanted = None if presets is None else set(expand_preset_names(presets)) | {CLEAN}
+    restored = wanted if restored_presets is None else set(expand_preset_names(restored_presets)) | {CLEAN}
+    keep = [(r, c) for r, c in metrics.itertuples(index=False)
+            if r in ok and (wanted is None or c in wanted) and (r == "none" or restored is None or c in restored)]
+    return [f"{r}{KEY_SEP}{c}" for r, c in keep]
 
 
 def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -67,7 +71,8 @@ def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = 
     if run.stage_done(stage, digest):
         return read_metrics(run, classifiers), pd.read_csv(out_dir / f"{stage}_classifiers.csv")
     clean = data.load_clean(run)
-    keys = condition_keys(run, params.classification.restorers, params.classification.presets)
+    c = params.classification
+    keys = condition_keys(run, c.restorers, c.presets, c.restored_presets)
     metrics, table = score(run, clean, keys, lambda r, c: restore.load_restored(run, r, c, clean.ids), classifiers,
                            context_for(params, run), stage, progress)
     run.mark_stage(stage, digest)

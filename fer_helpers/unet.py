@@ -142,10 +142,12 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[AttentionUNet, di
 
 @torch.no_grad()
 def denoise(model: AttentionUNet, images: np.ndarray, device: str = "cpu", batch_size: int = 256) -> np.ndarray:
-    """Run the U-Net over a uint8 (N, 48, 48) stack."""
+    """Run the U-Net over a uint8 (N, 48, 48) stack (give it a :func:`~fer_helpers.compute.for_inference` copy for speed)."""
+    from .compute import channels_last
+
     out = np.empty_like(images)
     for s in range(0, len(images), batch_size):
-        x = torch.from_numpy(images[s : s + batch_size]).to(device).float().div_(255).unsqueeze(1)
+        x = channels_last(torch.from_numpy(images[s : s + batch_size]).to(device).float().div_(255).unsqueeze(1))
         out[s : s + batch_size] = model(x).squeeze(1).mul_(255).round_().clamp_(0, 255).to(torch.uint8).cpu().numpy()
     return out
 

@@ -46,3 +46,23 @@ def test_preprocess_travels_with_the_model():
     assert tuple(x.shape) == (2, 3, 224, 224) and float(x.max()) == pytest.approx(1.0)
     g = classify.Preprocess()(np.zeros((1, 48, 48), np.uint8))
     assert tuple(g.shape) == (1, 1, 48, 48) and float(g.min()) == -1.0
+
+
+def test_condition_keys_score_every_preset_unrestored_and_the_restored_grid_only_where_asked(tmp_path):
+    import pandas as pd
+
+    from fer_helpers import scoring
+    from fer_helpers.io import RunDir
+
+    run = RunDir(tmp_path)
+    run.path("restoration").mkdir(parents=True)
+    pd.DataFrame({"restorer": ["none", "auto", "unet", "median"], "available": [True, True, True, False]}).to_csv(
+        run.path("restoration", "restorers.csv"), index=False)
+    conds = ["clean", "seed003_low", "noise_5", "blur_1"]
+    pd.DataFrame([{"restorer": r, "condition": c} for c in conds for r in ("none", "auto", "unet", "median")]).to_csv(
+        run.path("restoration", "metrics.csv"), index=False)
+    everything = scoring.condition_keys(run)
+    assert len(everything) == 12 and "median|clean" not in everything  # unavailable restorers are never scored
+    keys = scoring.condition_keys(run, ["auto"], None, ["seeds"])
+    assert keys == ["none|clean", "auto|clean", "none|seed003_low", "auto|seed003_low", "none|noise_5", "none|blur_1"]
+    assert scoring.condition_keys(run, None, ["noise_sweep"]) == ["none|clean", "auto|clean", "unet|clean", "none|noise_5", "auto|noise_5", "unet|noise_5"]

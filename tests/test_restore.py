@@ -163,3 +163,18 @@ def test_unet_auto_routes_each_face_to_the_fine_tune_its_measurements_call_for(s
     np.testing.assert_array_equal(y[blind], unet.denoise(r.blind.model, x[blind]))
     with pytest.raises(restore.RestorerUnavailable, match="unet_auto"):
         restore.create("unet_auto", restore.RestoreContext(weights={"unet": weights["unet"], "unet_seed003_sp": str(tmp_path / "x")}))
+
+
+@pytest.mark.parametrize("name", ["auto", "median+gate", "nlm+gate", "auto+gate"])
+def test_reusing_other_restorers_output_gives_the_same_faces(name, sample_faces):
+    x = np.concatenate([sample_faces.images[:10], degraded(sample_faces, "noise_25")[10:20], degraded(sample_faces, "seed003_sp")[20:30],
+                        degraded(sample_faces, "blur_2")[30:40]])
+    done = {}
+    for inner in ("median", "nlm", "unsharp", "auto"):
+        done[inner] = restore.run_restorer(restore.create(inner, CTX), x, 16)[0], 1.0  # pretend 1 s per face
+    r = restore.create(name, CTX)
+    out, spi = restore.run_restorer(r, x, 16, done=done)
+    np.testing.assert_array_equal(out, r(x))
+    # the reused restorer's time counts for the share of faces taken from it
+    assert 0.05 < spi < 1.0 + 0.5
+    assert restore.run_restorer(r, x, 16)[1] < 0.5
