@@ -97,6 +97,7 @@ class ClassifyContext:
     device: str = "cpu"
     batch_size: int = 256
     weights: dict[str, str] | None = None  # classifier name -> weights file or folder
+    tta: str = "ten_crop"  # the CNNs' test-time augmentation: ten_crop | flip | none
 
 
 class Classifier(ABC):
@@ -152,7 +153,7 @@ def _weights(name: str, ctx: ClassifyContext) -> str:
 
 @register("cnn", "cnn")
 class CNNClassifier(Classifier):
-    """The project's compact CNN (trained from scratch on FER2013 Training), ten-view deterministic TTA."""
+    """The project's compact CNN (trained from scratch on FER2013 Training), deterministic TTA (ten views by default)."""
 
     labels = CLASSES
 
@@ -166,12 +167,12 @@ class CNNClassifier(Classifier):
         except (FileNotFoundError, ValueError) as e:
             raise ClassifierUnavailable("cnn", str(e).split(":")[0], "train it: python -m fer_helpers.cnn --help") from None
         self.fast = for_inference(self.model, ctx.device)  # self.model stays unfused for Grad-CAM
-        self.device, self.batch_size = ctx.device, ctx.batch_size
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import cnn
 
-        return cnn.predict_proba(self.fast, images, self.device, self.batch_size)
+        return cnn.predict_proba(self.fast, images, self.device, self.batch_size, self.tta)
 
 
 class _Transfer(Classifier):
@@ -186,22 +187,22 @@ class _Transfer(Classifier):
             self.model, self.card = transfer.load(_weights(self.name, ctx), ctx.device)
         except (FileNotFoundError, ValueError, KeyError) as e:
             raise ClassifierUnavailable(self.name, str(e).split(":")[0], f"train it on a GPU: python -m fer_helpers.transfer --arch {self.name} ...") from None
-        self.device, self.batch_size = ctx.device, ctx.batch_size
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import transfer
 
-        return transfer.predict_proba(self.model, images, self.card["config"]["input_size"], self.device, self.batch_size)
+        return transfer.predict_proba(self.model, images, self.card["config"]["input_size"], self.device, self.batch_size, self.tta)
 
 
 @register("efficientnet_b0", "cnn")
 class EfficientNetB0(_Transfer):
-    """EfficientNet-B0 (torchvision) with seed 002's three-phase recipe, ten-view TTA."""
+    """EfficientNet-B0 (torchvision) with seed 002's three-phase recipe, deterministic TTA."""
 
 
 @register("resnet18", "cnn")
 class ResNet18(_Transfer):
-    """ResNet-18 (torchvision) with seed 002's three-phase recipe, ten-view TTA."""
+    """ResNet-18 (torchvision) with seed 002's three-phase recipe, deterministic TTA."""
 
 
 class _HFViT(Classifier):

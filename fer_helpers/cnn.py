@@ -80,16 +80,26 @@ def augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return crops
 
 
-def tta_views(x: torch.Tensor) -> list[torch.Tensor]:
-    """The ten deterministic test views of a (N, 1, 48, 48) batch: 5 fixed 44 px crops and their mirrors."""
+#: test-time augmentation -> number of fixed 44 px crops used (centre first), each with its mirror image
+TTA = {"ten_crop": 5, "flip": 1}
+
+
+def tta_views(x: torch.Tensor, tta: str = "ten_crop") -> list[torch.Tensor]:
+    """The deterministic test views of a (N, 1, 48, 48) batch: ``ten_crop`` gives 5 fixed 44 px crops (centre
+    and corners) and their mirrors, ``flip`` the centre crop and its mirror, ``none`` the centre crop."""
     o = 48 - CROP
     crops = [x[..., o // 2 : o // 2 + CROP, o // 2 : o // 2 + CROP], x[..., :CROP, :CROP], x[..., :CROP, o:],
              x[..., o:, :CROP], x[..., o:, o:]]
+    if tta == "none":
+        return crops[:1]
+    if tta not in TTA:
+        raise ValueError(f"unknown test-time augmentation {tta!r}; use one of {[*TTA, 'none']}")
+    crops = crops[: TTA[tta]]
     return crops + [c.flip(-1) for c in crops]
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512, tta: bool = True) -> np.ndarray:
+def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512, tta: str = "ten_crop") -> np.ndarray:
     """Softmax probabilities (N, 7) in the canonical order, averaged over the TTA views."""
     from .compute import channels_last
 
@@ -97,7 +107,7 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", bat
     out = []
     for s in range(0, len(images), batch_size):
         x = channels_last(to_tensor(images[s : s + batch_size]).to(device))
-        views = tta_views(x) if tta else [x[..., 2:46, 2:46]]
+        views = tta_views(x, tta)
         out.append(torch.stack([F.softmax(model(v), dim=1) for v in views]).mean(0).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 

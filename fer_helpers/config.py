@@ -235,6 +235,9 @@ class ClassificationParams(_Section):
     landmarker: Optional[str] = None
     """MediaPipe ``face_landmarker.task`` (null: the official file, downloaded once into ~/.cache/fer-study)."""
     batch_size: int = Field(default=256, ge=1, le=8192)
+    tta: Literal["ten_crop", "flip", "none"] = "ten_crop"
+    """The CNNs' deterministic test-time augmentation: ``ten_crop`` (5 fixed 44 px crops and their mirrors, as in
+    the model cards), ``flip`` (centre crop and mirror: 5x less work), ``none`` (centre crop)."""
 
     @field_validator("vit", "baselines")
     @classmethod

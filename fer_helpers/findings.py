@@ -138,6 +138,15 @@ def family_robustness(tests: pd.DataFrame, classifiers_table: pd.DataFrame) -> p
     return d.groupby(["family", "classifier"])["difference"].mean().rename("mean accuracy change under degradation").reset_index()
 
 
+def _from_to(before: float, after: float) -> str:
+    """"from 51.6% to 51.4%", with as many decimals as it takes for two different values to read differently."""
+    for d in (1, 2, 3):
+        b, a = f"{before:.{d}%}", f"{after:.{d}%}"
+        if b != a:
+            break
+    return f"from {b} to {a}"
+
+
 def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
     """Findings as sentences, every number taken from the tables (percentages of faces, Holm-corrected p)."""
     out = []
@@ -145,22 +154,22 @@ def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> li
     for clf, g in deg.groupby("classifier"):
         worst = g.loc[g["difference"].idxmin()]
         if worst["difference"] < 0:
-            out.append(f"{clf}: the costliest degradation is {worst['condition']}, which lowers accuracy from "
-                       f"{worst['accuracy_b']:.1%} to {worst['accuracy_a']:.1%} ({stats.format_p(worst['p_holm'])}, Holm).")
+            out.append(f"{clf}: the costliest degradation is {worst['condition']}, which lowers accuracy "
+                       f"{_from_to(worst['accuracy_b'], worst['accuracy_a'])} ({stats.format_p(worst['p_holm'])}, Holm).")
         else:
             out.append(f"{clf}: no degradation lowers its accuracy ({worst['accuracy_b']:.1%} on clean faces).")
     for _, b in best[best["difference"] != 0].iterrows():
         verb = "raises" if b["difference"] > 0 else "lowers"
         tail = f"({stats.format_p(b['p_holm'])}, Holm)" if b["marked"] else f"(not significant: {stats.format_p(b['p_holm'])}, Holm)"
-        out.append(f"{b['a']} {verb} {b['classifier']} accuracy on {b['condition']} from {b['accuracy_b']:.1%} to {b['accuracy_a']:.1%} {tail}.")
+        out.append(f"{b['a']} {verb} {b['classifier']} accuracy on {b['condition']} {_from_to(b['accuracy_b'], b['accuracy_a'])} {tail}.")
     gate = tests[tests["test"] == "gate"]
     for (clf, a), g in gate.groupby(["classifier", "a"]):
         out.append(f"{clf}, {a}: restoring only the flagged faces differs significantly from restoring all of them on "
                    f"{int(g['significant'].sum())} of {len(g)} presets (mean accuracy difference {g['difference'].mean():+.1%}).")
     harm = tests[(tests["test"] == "restoration") & (tests["condition"] == "clean")]
     for _, h in harm[harm["significant"]].iterrows():
-        out.append(f"{h['a']} applied to clean faces changes {h['classifier']} accuracy from {h['accuracy_b']:.1%} to "
-                   f"{h['accuracy_a']:.1%} ({stats.format_p(h['p_holm'])}, Holm).")
+        out.append(f"{h['a']} applied to clean faces changes {h['classifier']} accuracy {_from_to(h['accuracy_b'], h['accuracy_a'])} "
+                   f"({stats.format_p(h['p_holm'])}, Holm).")
     for _, c in corr.dropna(subset=["spearman_rho"]).iterrows():
         out.append(f"{c['classifier']}, {c['restorer']}: across presets, PSNR gain and accuracy gain correlate with "
                    f"Spearman rho = {c['spearman_rho']:.2f} ({stats.format_p(c['spearman_p'])}, n = {c['n']}).")

@@ -56,6 +56,7 @@ class RestoreContext:
 class Restorer(ABC):
     name: str = ""
     family: str = ""  # identity | classical | learned | face prior
+    whole_stack: bool = False  # True: takes a whole condition at once (CPU filters that split it over worker processes)
 
     @abstractmethod
     def restore(self, images: np.ndarray) -> np.ndarray:
@@ -122,6 +123,8 @@ def _uint8(x: np.ndarray) -> np.ndarray:
 class Identity(Restorer):
     """No restoration: the degraded face itself (the baseline every comparison is paired against)."""
 
+    whole_stack = True
+
     def __init__(self, ctx: RestoreContext | None = None):
         pass
 
@@ -133,6 +136,8 @@ class Identity(Restorer):
 class Median(Restorer):
     """3x3 median filter (for salt-and-pepper), batched."""
 
+    whole_stack = True
+
     def __init__(self, ctx: RestoreContext | None = None, size: int = 3):
         self.size = size
 
@@ -143,6 +148,8 @@ class Median(Restorer):
 @register("nlm", "classical")
 class NonLocalMeans(Restorer):
     """Non-local means (scikit-image), strength set per image from its estimated noise sigma."""
+
+    whole_stack = True
 
     def __init__(self, ctx: RestoreContext | None = None, h_factor: float = 0.7, patch_size: int = 5, patch_distance: int = 6):
         self.h_factor = h_factor  # h = h_factor * sigma_hat; defaults tuned on PublicTest (scripts/tune_classical.py)
@@ -175,6 +182,8 @@ def _nlm(images: np.ndarray, h_factor: float, patch_size: int, patch_distance: i
 class Unsharp(Restorer):
     """Unsharp masking (scikit-image) for blur: ``x + amount * (x - gaussian(x, radius))``, batched."""
 
+    whole_stack = True
+
     def __init__(self, ctx: RestoreContext | None = None, radius: float = 0.5, amount: float = 2.0):
         self.radius, self.amount = radius, amount  # defaults tuned on PublicTest (scripts/tune_classical.py)
 
@@ -188,6 +197,8 @@ class Unsharp(Restorer):
 @register("wiener", "classical")
 class Wiener(Restorer):
     """Wiener deconvolution (scikit-image) with a Gaussian blur kernel of fixed sigma."""
+
+    whole_stack = True
 
     def __init__(self, ctx: RestoreContext | None = None, psf_sigma: float = 0.7, balance: float = 0.01):
         self.balance = balance  # defaults tuned on PublicTest (scripts/tune_classical.py)
@@ -223,6 +234,8 @@ def impulse_fraction(images: np.ndarray, min_jump: int = 60) -> np.ndarray:
 @register("auto", "classical")
 class Auto(Restorer):
     """Picks a classical filter per face from the quality check: impulses -> median, noise -> NLM, blur -> unsharp."""
+
+    whole_stack = True
 
     impulse_min = 0.01  # share of isolated 0/255 pixels that marks salt-and-pepper
 
@@ -279,6 +292,7 @@ class Gated(Restorer):
 
         self.inner = inner
         self.name = inner.name + GATE_SUFFIX
+        self.whole_stack = inner.whole_stack
         self.thresholds = thresholds or QualityThresholds(**QUALITY_PRESETS["project"])
 
     def flagged(self, images: np.ndarray) -> np.ndarray:
@@ -386,6 +400,7 @@ def run_restorer(restorer: Restorer, images: np.ndarray, batch_size: int, progre
 
     done = done or {}
     out = np.empty_like(images)
+    batch_size = max(len(images), 1) if restorer.whole_stack else batch_size  # batches are for GPU memory
     starts = range(0, len(images), batch_size)
     reused: dict[str, float] = {}
     t0 = time.perf_counter()

@@ -63,13 +63,14 @@ def preprocess(images: np.ndarray, input_size: int) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, input_size: int, device: str = "cpu", batch_size: int = 128) -> np.ndarray:
+def predict_proba(model: nn.Module, images: np.ndarray, input_size: int, device: str = "cpu", batch_size: int = 128,
+                  tta: str = "ten_crop") -> np.ndarray:
     from .cnn import to_tensor, tta_views
 
     model.eval()
     out = []
     for s in range(0, len(images), batch_size):
-        views = tta_views(to_tensor(images[s : s + batch_size]))
+        views = tta_views(to_tensor(images[s : s + batch_size]), tta)
         probs = []
         for v in views:
             v = ((v + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()  # back to pixels, then the model's preprocessing

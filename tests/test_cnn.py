@@ -26,6 +26,16 @@ def test_tta_is_deterministic_and_uses_ten_views(sample_faces):
     p1, p2 = cnn.predict_proba(model, sample_faces.images[:4]), cnn.predict_proba(model, sample_faces.images[:4])
     np.testing.assert_array_equal(p1, p2)
     np.testing.assert_allclose(p1.sum(1), 1.0, rtol=1e-5)
+    flip = cnn.tta_views(x, "flip")
+    assert len(flip) == 2 and torch.equal(flip[0], views[0]) and torch.equal(flip[1], views[5])
+    assert len(cnn.tta_views(x, "none")) == 1
+    p_flip = cnn.predict_proba(model, sample_faces.images[:4], tta="flip")
+    model.eval()
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(model(v), 1) for v in flip]).mean(0).numpy()
+    np.testing.assert_allclose(p_flip, expected, atol=1e-6)
+    with pytest.raises(ValueError, match="ten_crop"):
+        cnn.tta_views(x, "five")
 
 
 def test_tiny_training_selects_on_validation_and_round_trips(sample_faces, tmp_path):

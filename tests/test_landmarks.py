@@ -56,3 +56,16 @@ def test_models_train_and_score_faces_without_landmarks_as_failures(arch, rng, t
     model, meta = landmarks.load(tmp_path / "m.safetensors")
     proba = landmarks.predict_proba(model, val)
     assert np.isnan(proba[0]).all() and np.allclose(proba[1:].sum(1), 1)
+
+
+def test_transformer_tokens_are_regions_of_the_mean_face_and_travel_with_the_weights(rng, tmp_path):
+    # two well-separated halves of a face: k-means must never put points of both halves in one token
+    pts = rng.normal(size=(64, 478, 3)).astype(np.float32) * 0.05
+    pts[:, :239, 0] -= 1.0
+    pts[:, 239:, 0] += 1.0
+    cfg = landmarks.LandmarkTrainConfig(arch="landmark_transformer", epochs=1, batch_size=32)
+    landmarks.train(pts, np.arange(64) % 7, pts[:8], np.arange(8) % 7, cfg, tmp_path / "t.safetensors", log=lambda *_: None)
+    model, _ = landmarks.load(tmp_path / "t.safetensors")
+    region = model.region.numpy()
+    assert set(region[:239]).isdisjoint(region[239:])
+    assert len(np.unique(region)) == model.n_regions

@@ -77,3 +77,16 @@ def test_vectorised_bootstrap_replicates_equal_scikit_learn(rng):
         assert acc[k] == pytest.approx(accuracy_score(yy, pp))
         assert f1[k] == pytest.approx(f1_score(yy, pp, labels=range(7), average="macro", zero_division=0))
     assert b["accuracy_lo"] < b["accuracy"] < b["accuracy_hi"] and b["macro_f1_lo"] < b["macro_f1"] < b["macro_f1_hi"]
+
+
+def test_findings_sentences_never_read_from_x_to_x():
+    import pandas as pd
+
+    from fer_helpers import findings
+
+    best = pd.DataFrame([{"a": "auto", "classifier": "cnn", "condition": "seed003_low", "difference": -0.0003,
+                          "accuracy_b": 0.51632, "accuracy_a": 0.51602, "p_holm": 1.0, "marked": False}])
+    tests = pd.DataFrame(columns=["test", "classifier", "condition", "difference", "accuracy_a", "accuracy_b", "p_holm", "significant", "a"])
+    corr = pd.DataFrame(columns=["classifier", "restorer", "spearman_rho", "spearman_p", "n"])
+    (line,) = findings.sentences(tests, best, corr)
+    assert line == "auto lowers cnn accuracy on seed003_low from 51.63% to 51.60% (not significant: p = 1.000, Holm)."
