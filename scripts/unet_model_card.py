@@ -2,6 +2,7 @@
 
     python scripts/unet_model_card.py --eval models/unet_denoiser/publictest.csv --cards models/unet_denoiser/blind.json
     python scripts/unet_model_card.py --from-run reports/fer2013 --cards models/unet_denoiser/blind.json
+    python scripts/unet_model_card.py --from-run reports/fer2013 --eval finetunes.csv --cards models/unet_denoiser/*.json
 
 ``--from-run`` takes the figures from a study run's notebook 03 (restoration/metrics.csv), which scores the
 shipped U-Net and every classical filter on exactly the evaluation pairs of that run.
@@ -41,13 +42,20 @@ def from_run(run_dir: Path) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--eval", type=Path, help="CSV written by `python -m fer_helpers.unet evaluate --csv`")
-    src.add_argument("--from-run", type=Path, help="a run folder whose notebook 03 ran the U-Net (restorer unet)")
+    ap.add_argument("--eval", type=Path, help="CSV written by `python -m fer_helpers.unet evaluate --csv`; with --from-run, "
+                    "its U-Net columns (e.g. the fine-tunes on their own presets) are added to the run's table")
+    ap.add_argument("--from-run", type=Path, help="a run folder whose notebook 03 ran the U-Net (restorer unet)")
     ap.add_argument("--cards", type=Path, nargs="+", required=True)
     ap.add_argument("--out", type=Path, default=Path("models/unet_denoiser/README.md"))
     a = ap.parse_args()
-    ev = pd.read_csv(a.eval) if a.eval else from_run(a.from_run)
+    if not (a.eval or a.from_run):
+        ap.error("give --eval, --from-run or both")
+    ev = from_run(a.from_run) if a.from_run else pd.read_csv(a.eval)
+    if a.from_run and a.eval:
+        extra = pd.read_csv(a.eval)
+        cols = [c for c in extra.columns if c.endswith((" PSNR", " SSIM")) and c not in ev.columns
+                and not c.startswith(("noisy", "classical"))]
+        ev = ev.merge(extra[["preset", *cols]], on="preset", how="left")
     cards = {c.stem: json.loads(c.read_text()) for c in a.cards}
     models = [c[: -len(" PSNR")] for c in ev.columns if c.endswith(" PSNR") and c not in ("noisy PSNR", "classical PSNR")]
 
@@ -88,7 +96,7 @@ def main() -> None:
         "|---|---|---|---|" + "---|" * len(models) + "---|",
     ]
     for _, r in ev.iterrows():
-        cells = [f"{r[f'{m} PSNR']:.2f} / {r[f'{m} SSIM']:.3f}" for m in models]
+        cells = [f"{r[f'{m} PSNR']:.2f} / {r[f'{m} SSIM']:.3f}" if pd.notna(r[f"{m} PSNR"]) else "" for m in models]
         target = f"{TARGETS[r['preset']]:.1f}" if r["preset"] in TARGETS else ""
         lines.append(f"| {r['preset']} | {r['faces']:,} | {r['noisy PSNR']:.2f} / {r['noisy SSIM']:.3f} | "
                      f"{r['classical PSNR']:.2f} / {r['classical SSIM']:.3f} ({r['best classical']}) | " + " | ".join(cells) + f" | {target} |")
