@@ -173,6 +173,15 @@ class UNetTrainParams(_Section):
         return v
 
 
+def _preset_names_or_null(v: Optional[list[str]]) -> Optional[list[str]]:
+    """A list of preset or group names (or null for all); an unknown name is an error naming it."""
+    if v is not None:
+        bad = [n for n in v if n not in degrade.PRESETS and n not in degrade.PRESET_GROUPS]
+        if bad:
+            raise ValueError(f"unknown preset(s) {bad}; use names from degradation.presets or a group (or null for all)")
+    return v
+
+
 class RestorationParams(_Section):
     restorers: list[str] = Field(default_factory=lambda: ["none", "median", "nlm", "unsharp", "wiener", "auto", "unet", "gfpgan_v1.4", "codeformer"])
     """Restorers to run (``none`` is always added: it is the baseline); ``fer-study restorers`` lists them."""
@@ -211,11 +220,7 @@ class RestorationParams(_Section):
     @field_validator("presets")
     @classmethod
     def _known_presets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None:
-            bad = [n for n in v if n not in degrade.PRESETS and n not in degrade.PRESET_GROUPS]
-            if bad:
-                raise ValueError(f"unknown preset(s) {bad}; use names from degradation.presets (or null for all)")
-        return v
+        return _preset_names_or_null(v)
 
 
 class ClassificationParams(_Section):
@@ -253,11 +258,7 @@ class ClassificationParams(_Section):
     @field_validator("presets", "restored_presets")
     @classmethod
     def _known_presets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
-        if v is not None:
-            bad = [n for n in v if n not in degrade.PRESETS and n not in degrade.PRESET_GROUPS]
-            if bad:
-                raise ValueError(f"unknown preset(s) {bad}; use names from degradation.presets or a group (or null for all)")
-        return v
+        return _preset_names_or_null(v)
 
 
 class StatisticsParams(_Section):
