@@ -127,10 +127,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type, types: dict | None = None) -> None:
     """One ``--option`` per field of a training-config dataclass: the type comes from the default (``types``
     gives it for fields whose default is None); list fields take several values."""
@@ -150,3 +146,7 @@ def config_from_args(config_cls: type, args: argparse.Namespace):
     import dataclasses
 
     return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
+
+
+if __name__ == "__main__":
+    sys.exit(main())

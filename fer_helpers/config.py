@@ -348,10 +348,17 @@ class StudyParams(_Section):
         return self.model_dump(mode="json")
 
     def digest(self, *sections: str) -> str:
-        """A hash of the resolved parameters, or of some top-level sections only (what one stage reads)."""
+        """A hash of the resolved parameters, or of some sections only (what one stage reads); a dotted name
+        (``compute.device``) takes one key of a section."""
         d = self.to_dict()
         if sections:
-            d = {k: d[k] for k in sections}
+            picked: dict[str, Any] = {}
+            for name in sections:
+                value = d
+                for part in name.split("."):
+                    value = value[part]
+                picked[name] = value
+            d = picked
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -111,8 +111,9 @@ STAGE_SECTIONS = {
     "data": ("seed", "data"),
     "degradation": ("seed", "data", "degradation"),
     "quality": ("seed", "data", "degradation", "quality"),
-    "restoration": ("seed", "data", "degradation", "quality", "restoration", "compute"),
-    "classification": ("seed", "data", "degradation", "quality", "restoration", "compute", "classification"),
+    # compute.workers and compute.num_threads change the speed, not the numbers: only the device is part of the key
+    "restoration": ("seed", "data", "degradation", "quality", "restoration", "compute.device"),
+    "classification": ("seed", "data", "degradation", "quality", "restoration", "compute.device", "classification"),
 }
 
 

@@ -502,9 +502,9 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
                           "seconds_per_image": None, "device": ctx.device, "description": ""})
             continue
         table.append({"restorer": name, "family": restorers[name].family, "available": True, "reason": "", "fix": "",
-                      "seconds_per_image": [], "load_seconds": round(time.perf_counter() - t0, 2), "device": ctx.device,
+                      "seconds_per_image": None, "load_seconds": round(time.perf_counter() - t0, 2), "device": ctx.device,
                       "description": restorers[name].describe()})
-    timing = {row["restorer"]: row["seconds_per_image"] for row in table if row["available"]}
+    timing: dict[str, list[float]] = {name: [] for name in restorers}  # seconds per face, one per condition
     # the clean faces are restored too: what a restorer does to a face that needed nothing is what the gate avoids
     conditions = [CLEAN] + [p.name for p in params.restoration_presets()]
     # condition by condition, so that auto and the gates can reuse the filters' output on the same faces
@@ -529,8 +529,8 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
             frames.append(pd.DataFrame({"id": clean.ids, "label": clean.labels, "condition": cond, "restorer": name,
                                         "psnr": psnr, "ssim": ssim, "psnr_degraded": base[0], "ssim_degraded": base[1]}))
     for row in table:
-        if row["available"]:
-            row["seconds_per_image"] = float(np.mean(row["seconds_per_image"])) if row["seconds_per_image"] else None
+        if timing.get(row["restorer"]):
+            row["seconds_per_image"] = float(np.mean(timing[row["restorer"]]))
     metrics = pd.concat(frames, ignore_index=True)
     restorers = pd.DataFrame(table)
     write_csv(run.path("restoration", "metrics.csv"), metrics)

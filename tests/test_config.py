@@ -97,6 +97,17 @@ def test_section_digests_ignore_other_sections():
     assert a.digest("classification") != b.digest("classification")
 
 
+def test_stage_keys_ignore_how_many_workers_but_not_the_device():
+    from fer_helpers.io import STAGE_SECTIONS
+
+    base = parse_params({})
+    faster = parse_params({"compute": {"workers": 1, "num_threads": 1}})
+    gpu = parse_params({"compute": {"device": "cuda"}})
+    for stage in ("restoration", "classification"):
+        assert base.digest(*STAGE_SECTIONS[stage]) == faster.digest(*STAGE_SECTIONS[stage])
+        assert base.digest(*STAGE_SECTIONS[stage]) != gpu.digest(*STAGE_SECTIONS[stage])
+
+
 def test_training_configs_round_trip_through_their_command_line_options():
     import argparse
 
