@@ -135,7 +135,9 @@ def add_config_options(parser: argparse.ArgumentParser, config_cls: type, types:
     for f in dataclasses.fields(config_cls):
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
         flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, list):
+        if isinstance(default, bool):  # type=bool would read "False" as True
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, list):
             parser.add_argument(flag, nargs="+", default=default)
         else:
             parser.add_argument(flag, type=(types or {}).get(f.name, type(default)), default=default)

@@ -183,7 +183,7 @@ def _preset_names_or_null(v: Optional[list[str]]) -> Optional[list[str]]:
 
 
 class RestorationParams(_Section):
-    restorers: list[str] = Field(default_factory=lambda: ["none", "median", "nlm", "unsharp", "wiener", "auto", "unet", "gfpgan_v1.4", "codeformer"])
+    restorers: list[str] = Field(default_factory=lambda: ["none", "median", "switching_median", "nlm", "unsharp", "wiener", "auto", "unet", "gfpgan_v1.4", "codeformer"])
     """Restorers to run (``none`` is always added: it is the baseline); ``fer-study restorers`` lists them."""
     gate: list[str] = Field(default_factory=lambda: ["auto", "unet"])
     """Restorers also run behind the quality gate (restore only the faces the check flags), as ``<name>+gate``."""
@@ -199,6 +199,8 @@ class RestorationParams(_Section):
     """CodeFormer fidelity weight w (0 = quality, 1 = fidelity; seed 001 used 0.8)."""
     face_priors_on_cpu: bool = False
     """Run GFPGAN/CodeFormer even without a GPU (seconds per face: hours for a whole test split)."""
+    unet_tta: Literal["none", "flip"] = "none"
+    """U-Net test-time augmentation: ``flip`` averages each face's output with its mirror image's (twice the cost)."""
     train_unet: bool = False
     """Train the U-Net in the notebook (on data.path's train split) instead of loading the shipped weights."""
     unet_training: UNetTrainParams = Field(default_factory=UNetTrainParams)

@@ -51,6 +51,7 @@ class RestoreContext:
     thresholds: Any = None  # QualityThresholds, for auto and the gate
     codeformer_w: float = 0.8
     face_priors_on_cpu: bool = True  # the study's parameters default to False: seconds per face on a CPU
+    unet_tta: str = "none"  # none | flip: the U-Nets' mirror self-ensemble (twice the cost)
 
 
 class Restorer(ABC):
@@ -223,17 +224,48 @@ def _wiener(images: np.ndarray, psf: np.ndarray, balance: float) -> np.ndarray:
     return _uint8(out[:, pad:-pad, pad:-pad])
 
 
-def impulse_fraction(images: np.ndarray, min_jump: int = 60) -> np.ndarray:
-    """Share of pixels that are 0 or 255 and differ from their 3x3 median by ``min_jump``: isolated impulses."""
+def impulses(images: np.ndarray, min_jump: int = 60) -> tuple[np.ndarray, np.ndarray]:
+    """Isolated impulses: pixels that are 0 or 255 and differ from their 3x3 median by ``min_jump``; with that median."""
     x = _as_stack(images)
     med = ndimage.median_filter(x, size=(1, 3, 3), mode="mirror")
-    imp = ((x == 0) | (x == 255)) & (np.abs(x.astype(np.int16) - med) >= min_jump)
-    return imp.reshape(len(x), -1).mean(axis=1)
+    return ((x == 0) | (x == 255)) & (np.abs(x.astype(np.int16) - med) >= min_jump), med
+
+
+def impulse_fraction(images: np.ndarray, min_jump: int = 60) -> np.ndarray:
+    """Share of each face's pixels that are isolated impulses (see :func:`impulses`)."""
+    imp = impulses(images, min_jump)[0]
+    return imp.reshape(len(imp), -1).mean(axis=1)
+
+
+@register("switching_median", "classical")
+class SwitchingMedian(Restorer):
+    """Switching median (for salt-and-pepper): only detected impulses change, each to the median of its
+    3x3 neighbours that are not impulses themselves; every other pixel keeps its value."""
+
+    whole_stack = True
+
+    def __init__(self, ctx: RestoreContext | None = None, min_jump: int = 0):
+        self.min_jump = min_jump
+
+    def restore(self, images: np.ndarray) -> np.ndarray:
+        x = _as_stack(images)
+        imp, med = impulses(x, self.min_jump)
+        n, i, j = np.nonzero(imp)
+        if not len(n):
+            return x.copy()
+        good = np.pad(np.where(imp, np.nan, x.astype(np.float32)), ((0, 0), (1, 1), (1, 1)), mode="reflect")
+        neigh = np.stack([good[n, i + di, j + dj] for di in range(3) for dj in range(3)], axis=1)
+        some = ~np.isnan(neigh).all(axis=1)  # all nine are impulses: keep the plain 3x3 median
+        val = med[n, i, j].astype(np.float32)
+        val[some] = np.nanmedian(neigh[some], axis=1)
+        out = x.copy()
+        out[n, i, j] = np.rint(val).astype(np.uint8)
+        return out
 
 
 @register("auto", "classical")
 class Auto(Restorer):
-    """Picks a classical filter per face from the quality check: impulses -> median, noise -> NLM, blur -> unsharp."""
+    """Picks a classical filter per face from the quality check: impulses -> switching median, noise -> NLM, blur -> unsharp."""
 
     whole_stack = True
 
@@ -243,10 +275,10 @@ class Auto(Restorer):
         from .config import QUALITY_PRESETS, QualityThresholds
 
         self.thresholds = ctx.thresholds or QualityThresholds(**QUALITY_PRESETS["project"])
-        self.median, self.nlm, self.unsharp = Median(), NonLocalMeans(), Unsharp()
+        self.switching_median, self.nlm, self.unsharp = SwitchingMedian(), NonLocalMeans(), Unsharp()
 
     def plan(self, images: np.ndarray) -> np.ndarray:
-        """The filter chosen for each face: 'median', 'nlm', 'unsharp', 'nlm+unsharp' or 'none'."""
+        """The filter chosen for each face: 'switching_median', 'nlm', 'unsharp', 'nlm+unsharp' or 'none'."""
         from . import quality
 
         v = quality.verdict(quality.measure(images), self.thresholds)
@@ -257,14 +289,14 @@ class Auto(Restorer):
         plan[blur] = "unsharp"
         plan[noisy] = "nlm"
         plan[noisy & blur] = "nlm+unsharp"
-        plan[impulse] = "median"
+        plan[impulse] = "switching_median"
         return plan
 
     def restore(self, images: np.ndarray) -> np.ndarray:
         return self.restore_reusing(images, {})[0]
 
     def restore_reusing(self, images: np.ndarray, done: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, float]]:
-        # the filters work face by face, so median(all)[idx] == median(all[idx]): a plan step's first filter
+        # the filters work face by face, so nlm(all)[idx] == nlm(all[idx]): a plan step's first filter
         # is taken from ``done`` when that filter already ran on these faces
         plan = self.plan(images)
         out, shares = images.copy(), {}
@@ -334,12 +366,12 @@ class UNetDenoiser(Restorer):
         except (FileNotFoundError, ValueError) as e:
             raise RestorerUnavailable("unet", str(e).split(":")[0], "train it: see models/unet_denoiser/README.md") from None
         self.model = for_inference(model, ctx.device)
-        self.device, self.batch_size = ctx.device, ctx.batch_size
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.unet_tta
 
     def restore(self, images: np.ndarray) -> np.ndarray:
         from . import unet
 
-        return unet.denoise(self.model, images, self.device, self.batch_size)
+        return unet.denoise(self.model, images, self.device, self.batch_size, self.tta)
 
 
 UNET_SPECIALISTS = {name: MODELS_DIR / "unet_denoiser" / f"{name}.safetensors" for name in ("seed003_low", "seed003_high", "seed003_sp")}
@@ -364,7 +396,7 @@ class UNetAuto(Restorer):
             except (FileNotFoundError, ValueError) as e:
                 raise RestorerUnavailable("unet_auto", str(e).split(":")[0], "see models/unet_denoiser/README.md") from None
         self.thresholds = ctx.thresholds or Auto(ctx).thresholds
-        self.device, self.batch_size = ctx.device, ctx.batch_size
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.unet_tta
 
     def plan(self, images: np.ndarray) -> np.ndarray:
         from . import quality
@@ -384,7 +416,7 @@ class UNetAuto(Restorer):
         for name, model in {"blind": self.blind.model, **self.models}.items():
             idx = np.flatnonzero(plan == name)
             if len(idx):
-                out[idx] = unet.denoise(model, images[idx], self.device, self.batch_size)
+                out[idx] = unet.denoise(model, images[idx], self.device, self.batch_size, self.tta)
         return out
 
 
@@ -428,7 +460,7 @@ def context_for(params, run=None) -> RestoreContext:
     return RestoreContext(device=params.device(), batch_size=r.batch_size,
                           weights={k: str(resolve_path(v)) for k, v in weights.items()}, allow_download=r.allow_download,
                           thresholds=params.quality_thresholds(), codeformer_w=r.codeformer_w,
-                          face_priors_on_cpu=r.face_priors_on_cpu)
+                          face_priors_on_cpu=r.face_priors_on_cpu, unet_tta=r.unet_tta)
 
 
 def restorer_names(params) -> list[str]:

@@ -3,6 +3,7 @@
     python scripts/unet_model_card.py --eval models/unet_denoiser/publictest.csv --cards models/unet_denoiser/blind.json
     python scripts/unet_model_card.py --from-run reports/fer2013 --cards models/unet_denoiser/blind.json
     python scripts/unet_model_card.py --from-run reports/fer2013 --eval finetunes.csv --cards models/unet_denoiser/*.json
+    python scripts/unet_model_card.py --eval all_presets.csv finetunes.csv --cards models/unet_denoiser/*.json
 
 ``--from-run`` takes the figures from a study run's notebook 03 (restoration/metrics.csv), which scores the
 shipped U-Net and every classical filter on exactly the evaluation pairs of that run.
@@ -27,7 +28,7 @@ def from_run(run_dir: Path) -> pd.DataFrame:
     m = pd.read_csv(run_dir / "restoration" / "metrics.csv")
     m = m[m["condition"] != "clean"]
     g = m.groupby(["condition", "restorer"])[["psnr", "ssim"]].mean().reset_index()
-    classical = {"median", "nlm", "unsharp", "wiener", "auto"}
+    classical = {"median", "switching_median", "nlm", "unsharp", "wiener", "auto"}
     rows = []
     for cond, c in g.groupby("condition"):
         none = m[(m["condition"] == cond) & (m["restorer"] == "none")]
@@ -42,17 +43,18 @@ def from_run(run_dir: Path) -> pd.DataFrame:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--eval", type=Path, help="CSV written by `python -m fer_helpers.unet evaluate --csv`; with --from-run, "
-                    "its U-Net columns (e.g. the fine-tunes on their own presets) are added to the run's table")
+    ap.add_argument("--eval", type=Path, nargs="+", default=[],
+                    help="CSVs written by `python -m fer_helpers.unet evaluate --csv`: the first (or --from-run) gives the rows, "
+                    "the others add their U-Net columns (e.g. the fine-tunes on their own presets)")
     ap.add_argument("--from-run", type=Path, help="a run folder whose notebook 03 ran the U-Net (restorer unet)")
     ap.add_argument("--cards", type=Path, nargs="+", required=True)
     ap.add_argument("--out", type=Path, default=Path("models/unet_denoiser/README.md"))
     a = ap.parse_args()
     if not (a.eval or a.from_run):
         ap.error("give --eval, --from-run or both")
-    ev = from_run(a.from_run) if a.from_run else pd.read_csv(a.eval)
-    if a.from_run and a.eval:
-        extra = pd.read_csv(a.eval)
+    tables = [pd.read_csv(e) for e in a.eval]
+    ev = from_run(a.from_run) if a.from_run else tables.pop(0)
+    for extra in tables:
         cols = [c for c in extra.columns if c.endswith((" PSNR", " SSIM")) and c not in ev.columns
                 and not c.startswith(("noisy", "classical"))]
         ev = ev.merge(extra[["preset", *cols]], on="preset", how="left")
@@ -74,16 +76,18 @@ def main() -> None:
         "",
         "## Training",
         "",
-        "| weights | presets | epochs (best) | train faces | val PSNR (dB) | time | hardware |",
+        "| weights | presets | epochs (best) | train faces | val PSNR (dB) | time | hardware, precision |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, c in cards.items():
         cfg = c["config"]
         presets = cfg["presets"] if len(cfg["presets"]) <= 3 else f"{len(cfg['presets'])} presets (all of the study's)"
         init = f", fine-tuned from `{Path(cfg['init']).name}`" if cfg.get("init") else ""
+        init += ", impulse switch (only 0/255 pixels change)" if c.get("impulse_switch") else ""
         ran = len(c.get("history", [])) or cfg["epochs"]
         lines.append(f"| `{name}.safetensors` | {presets}{init} | {ran} of {cfg['epochs']} planned ({c['best_epoch']}) | {c['train_images']:,} | "
-                     f"{c['val_psnr']:.2f} | {c['train_seconds'] / 60:.0f} min | {c['device']}, {c['threads']} threads, torch {c['torch']} |")
+                     f"{c['val_psnr']:.2f} | {c['train_seconds'] / 60:.0f} min | {c['device']}, {c['threads']} threads, "
+                     f"{cfg.get('precision', 'fp32')}, torch {c['torch']} |")
     lines += [f"\n`{name}`: {c['note']}." for name, c in cards.items() if c.get("note")]
     lines += [
         "",
@@ -91,6 +95,9 @@ def main() -> None:
         f"{next(iter(cards.values()))['config']['loss'].upper()} loss, batch {next(iter(cards.values()))['config']['batch_size']}.",
         "",
         "## PublicTest (PSNR dB / SSIM, scikit-image, data_range 255)",
+        "",
+        "U-Net columns without a suffix: one pass (`restoration.unet_tta: none`, the default); `+flip`: the mirror",
+        "self-ensemble (`restoration.unet_tta: flip`: each face and its mirror image, outputs averaged; twice the time).",
         "",
         "| preset | faces | noisy input | best classical | " + " | ".join(models) + " | target |",
         "|---|---|---|---|" + "---|" * len(models) + "---|",

@@ -119,3 +119,8 @@ def test_training_configs_round_trip_through_their_command_line_options():
         add_config_options(ap, cls, {"init": str, "max_train_images": int, "threads": int})
         assert config_from_args(cls, ap.parse_args([])) == cls()
         assert config_from_args(cls, ap.parse_args(["--epochs", "3", "--threads", "2"])) == cls(epochs=3, threads=2)
+    # a bool field is a switch (type=bool would read "--impulse-switch False" as True)
+    ap = argparse.ArgumentParser()
+    add_config_options(ap, unet.TrainConfig, {"init": str, "max_train_images": int, "threads": int})
+    assert config_from_args(unet.TrainConfig, ap.parse_args(["--impulse-switch"])).impulse_switch
+    assert not config_from_args(unet.TrainConfig, ap.parse_args(["--no-impulse-switch"])).impulse_switch

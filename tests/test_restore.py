@@ -5,7 +5,7 @@ import pytest
 
 from fer_helpers import quality, restore, unet
 from fer_helpers.config import QUALITY_PRESETS, QualityThresholds
-from fer_helpers.degrade import PRESETS, apply_preset, pair_metrics
+from fer_helpers.degrade import PRESETS, apply_preset, pair_metrics, salt_and_pepper
 
 CTX = restore.RestoreContext(thresholds=QualityThresholds(**QUALITY_PRESETS["project"]), batch_size=16, allow_download=False)
 
@@ -19,7 +19,7 @@ def gain(faces, preset, r):
     return np.mean(pair_metrics(faces.images, r(d))[0]) - np.mean(pair_metrics(faces.images, d)[0])
 
 
-@pytest.mark.parametrize("name", ["none", "median", "nlm", "unsharp", "wiener", "auto", "auto+gate"])
+@pytest.mark.parametrize("name", ["none", "median", "switching_median", "nlm", "unsharp", "wiener", "auto", "auto+gate"])
 def test_classical_restorers_keep_shape_dtype_and_are_deterministic(name, sample_faces):
     r = restore.create(name, CTX)
     x = degraded(sample_faces, "seed000_chain")[:8]
@@ -31,6 +31,7 @@ def test_classical_restorers_keep_shape_dtype_and_are_deterministic(name, sample
 
 def test_each_classical_filter_helps_on_its_degradation(sample_faces):
     assert gain(sample_faces, "seed003_sp", restore.create("median", CTX)) > 8
+    assert gain(sample_faces, "seed003_sp", restore.create("switching_median", CTX)) > 14
     assert gain(sample_faces, "noise_15", restore.create("nlm", CTX)) > 1
     assert gain(sample_faces, "blur_1", restore.create("unsharp", CTX)) > 0
     assert gain(sample_faces, "blur_1", restore.create("wiener", CTX)) > 0
@@ -39,10 +40,24 @@ def test_each_classical_filter_helps_on_its_degradation(sample_faces):
 def test_auto_picks_the_filter_from_the_quality_check(sample_faces):
     auto = restore.create("auto", CTX)
     plan = {p: auto.plan(degraded(sample_faces, p)) for p in ("seed003_sp", "noise_25", "blur_2")}
-    assert (plan["seed003_sp"] == "median").mean() > 0.9
+    assert (plan["seed003_sp"] == "switching_median").mean() > 0.9
     assert (plan["noise_25"] == "nlm").mean() > 0.9
     assert np.mean(["unsharp" in p for p in plan["blur_2"]]) > 0.9  # a few also get nlm first
     assert (auto.plan(sample_faces.images) == "none").mean() > 0.6
+
+
+def test_switching_median_changes_only_impulses_and_beats_the_plain_median():
+    rng = np.random.default_rng(0)
+    clean = rng.integers(60, 200, (4, 48, 48), dtype=np.uint8)
+    clean[0, :10, :10] = 255  # a genuinely saturated patch: its inside has no unsaturated neighbour and stays
+    noisy = salt_and_pepper(clean, [np.random.default_rng(i) for i in range(4)], 0.1)
+    out = restore.create("switching_median", CTX)(noisy)
+    hit = (noisy == 0) | (noisy == 255)
+    np.testing.assert_array_equal(out[~hit], noisy[~hit])  # a pixel that is not 0/255 is never touched
+    assert (out[0, 2:8, 2:8] == 255).all()
+    assert not ((out[1:] == 0) | (out[1:] == 255)).any()  # every impulse replaced by a value from its neighbours
+    psnr = lambda y: pair_metrics(clean, y)[0].mean()  # noqa: E731
+    assert psnr(out) > psnr(restore.create("median", CTX)(noisy)) + 1
 
 
 def test_gate_restores_exactly_the_flagged_faces(sample_faces):
@@ -114,6 +129,35 @@ def test_unet_training_learns_to_denoise(sample_faces, tmp_path):
     noisy_psnr = 20 * np.log10(255 / 25)
     assert card["val_psnr"] > noisy_psnr + 1.5, card["history"]
     assert (tmp_path / "u.safetensors").is_file() and card["best_epoch"] >= 1
+
+
+def test_unet_impulse_switch_trains_in_bf16_and_touches_only_0_255_pixels(sample_faces, tmp_path):
+    cfg = unet.TrainConfig(presets=["seed003_sp"], epochs=1, batch_size=16, val_images=16, seed=0, precision="bf16",
+                           impulse_switch=True, threads=2)
+    card = unet.train(sample_faces.images, cfg, tmp_path / "sp.safetensors", log=lambda *_: None)
+    assert card["impulse_switch"] and card["config"]["precision"] == "bf16" and np.isfinite(card["history"][0]["train_loss"])
+    x = degraded(sample_faces, "seed003_sp")[:8]
+    y = restore.create("unet", restore.RestoreContext(weights={"unet": str(tmp_path / "sp.safetensors")}))(x)  # fused copy
+    hit = (x == 0) | (x == 255)
+    np.testing.assert_array_equal(y[~hit], x[~hit])
+    assert (y[hit] != x[hit]).mean() > 0.25  # the impulses themselves change (after one epoch on a few faces)
+    with pytest.raises(ValueError, match="precision 'fp8'"):
+        unet.train(sample_faces.images, unet.TrainConfig(precision="fp8"), tmp_path / "x.safetensors")
+
+
+def test_unet_flip_self_ensemble_is_mirror_equivariant_and_named_in_errors():
+    import torch
+
+    torch.manual_seed(0)
+    m = unet.AttentionUNet().eval()
+    x = np.random.default_rng(0).integers(0, 256, (3, 48, 48), dtype=np.uint8)
+    y = unet.denoise(m, x, tta="flip")
+    np.testing.assert_array_equal(unet.denoise(m, x[:, :, ::-1].copy(), tta="flip"), y[:, :, ::-1])
+    plain, mirrored = unet.denoise(m, x).astype(float), unet.denoise(m, x[:, :, ::-1].copy())[:, :, ::-1].astype(float)
+    assert np.abs(y - (plain + mirrored) / 2).max() <= 1  # the mean of the two, up to rounding
+    assert not np.array_equal(y, plain)
+    with pytest.raises(ValueError, match="'rot90'.*none, flip"):
+        unet.denoise(m, x, tta="rot90")
 
 
 def test_summary_pairs_gains_and_leaves_identical_pairs_out_of_psnr_means():
