@@ -183,7 +183,7 @@ def _preset_names_or_null(v: Optional[list[str]]) -> Optional[list[str]]:
 
 
 class RestorationParams(_Section):
-    restorers: list[str] = Field(default_factory=lambda: ["none", "median", "switching_median", "nlm", "unsharp", "wiener", "auto", "unet", "gfpgan_v1.4", "codeformer"])
+    restorers: list[str] = Field(default_factory=lambda: ["none", "median", "switching_median", "nlm", "unsharp", "wiener", "auto", "unet", "unet_auto", "gfpgan_v1.4", "codeformer"])
     """Restorers to run (``none`` is always added: it is the baseline); ``fer-study restorers`` lists them."""
     gate: list[str] = Field(default_factory=lambda: ["auto", "unet"])
     """Restorers also run behind the quality gate (restore only the faces the check flags), as ``<name>+gate``."""

@@ -330,13 +330,14 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
     as in :func:`denoise` (with ``flip`` the U-Net columns are named ``<name>+flip``).
     """
     import pandas as pd
+    from tqdm.auto import tqdm
 
     from . import restore
     from .compute import for_inference
 
     models = {name: for_inference(load_model(path, device)[0], device) for name, path in weights.items()}
     rows = []
-    for pname in presets:
+    for pname in tqdm(presets, desc="presets", disable=len(presets) < 2):
         noisy = degrade.apply_preset(faces.images, faces.ids, degrade.PRESETS[pname], seed)
         psnr, ssim = degrade.pair_metrics(faces.images, noisy)
         row = {"preset": pname, "faces": len(faces), "noisy PSNR": psnr.mean(), "noisy SSIM": ssim.mean()}

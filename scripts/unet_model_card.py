@@ -91,7 +91,7 @@ def main() -> None:
     lines += [f"\n`{name}`: {c['note']}." for name, c in cards.items() if c.get("note")]
     lines += [
         "",
-        f"Optimiser AdamW, one-cycle learning rate (max {next(iter(cards.values()))['config']['lr']:g}), "
+        "Optimiser AdamW, one-cycle learning rate (max " + ", ".join(f"{c['config']['lr']:g} for {n}" for n, c in cards.items()) + "), "
         f"{next(iter(cards.values()))['config']['loss'].upper()} loss, batch {next(iter(cards.values()))['config']['batch_size']}.",
         "",
         "## PublicTest (PSNR dB / SSIM, scikit-image, data_range 255)",
