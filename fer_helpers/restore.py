@@ -234,7 +234,30 @@ def impulses(images: np.ndarray, min_jump: int = 60) -> tuple[np.ndarray, np.nda
 def impulse_fraction(images: np.ndarray, min_jump: int = 60) -> np.ndarray:
     """Share of each face's pixels that are isolated impulses (see :func:`impulses`)."""
     imp = impulses(images, min_jump)[0]
-    return imp.reshape(len(imp), -1).mean(axis=1)
+    return imp.mean(axis=(1, 2))
+
+
+IMPULSE_MIN = 0.01  # share of isolated 0/255 pixels that marks a salt-and-pepper candidate
+IMPULSE_RESIDUAL_SIGMA_MAX = 12.0  # grey levels; see salt_and_pepper_faces
+
+
+def salt_and_pepper_faces(images: np.ndarray, min_fraction: float = IMPULSE_MIN,
+                          residual_sigma_max: float = IMPULSE_RESIDUAL_SIGMA_MAX) -> np.ndarray:
+    """Which faces carry salt-and-pepper noise: at least ``min_fraction`` isolated 0/255 pixels, and little noise left
+    once the switching median has replaced them.
+
+    Heavy Gaussian noise clips to 0 and 255 too (noise_35: 44% of faces pass the impulse test), but stays noisy after
+    the impulses go. On 2,000 Training faces (scripts/calibrate_unet_auto.py) the estimated sigma after the switching
+    median is at most 7.1 (95th percentile) for every salt-and-pepper preset and at least 24.9 (5th) for the noise_35
+    faces with impulses, hence 12.
+    """
+    x = _as_stack(images)
+    out = impulse_fraction(x) >= min_fraction
+    if out.any():
+        from .quality import noise_sigma
+
+        out[out] = noise_sigma(SwitchingMedian()(x[out])) <= residual_sigma_max
+    return out
 
 
 @register("switching_median", "classical")
@@ -273,8 +296,6 @@ class Auto(Restorer):
 
     whole_stack = True
 
-    impulse_min = 0.01  # share of isolated 0/255 pixels that marks salt-and-pepper
-
     def __init__(self, ctx: RestoreContext):
         from .config import QUALITY_PRESETS, QualityThresholds
 
@@ -286,7 +307,7 @@ class Auto(Restorer):
         from . import quality
 
         v = quality.verdict(quality.measure(images), self.thresholds)
-        impulse = impulse_fraction(images) >= self.impulse_min
+        impulse = salt_and_pepper_faces(images)
         noisy = v["flag_noise"].to_numpy() | v["flag_jpeg"].to_numpy()
         blur = v["flag_blur"].to_numpy()
         plan = np.full(len(images), "none", dtype=object)
@@ -385,8 +406,12 @@ UNET_SPECIALISTS = {name: MODELS_DIR / "unet_denoiser" / f"{name}.safetensors" f
 class UNetAuto(Restorer):
     """Per face, the U-Net fine-tune its quality measurements call for (impulses, low or high noise), else the blind U-Net."""
 
-    high_noise_sigma = 10.0  # estimated sigma (grey levels) above which the high-noise fine-tune is used
-    impulse_min = Auto.impulse_min
+    # Noise-flagged faces go to a noise fine-tune only inside its band of estimated sigma (grey levels): each was
+    # trained on one sigma and is worse than the blind model away from it. Edges from scripts/calibrate_unet_auto.py
+    # (2,000 Training faces): seed003_low measures 5.6-9.0 (5th-95th percentile), noise_10 9.6-13.1, seed003_high
+    # 13.9-17.8, noise_25 21.1-26.7.
+    low_noise_max = 9.3
+    high_noise_band = (13.5, 19.5)
 
     def __init__(self, ctx: RestoreContext):
         from . import unet
@@ -407,9 +432,11 @@ class UNetAuto(Restorer):
 
         v = quality.verdict(quality.measure(images), self.thresholds)
         plan = np.full(len(images), "blind", dtype=object)
-        noisy = v["flag_noise"].to_numpy()
-        plan[noisy] = np.where(v["noise_sigma"].to_numpy()[noisy] > self.high_noise_sigma, "seed003_high", "seed003_low")
-        plan[impulse_fraction(images) >= self.impulse_min] = "seed003_sp"
+        noisy, sigma = v["flag_noise"].to_numpy(dtype=bool), v["noise_sigma"].to_numpy()
+        lo, hi = self.high_noise_band
+        plan[noisy & (sigma <= self.low_noise_max)] = "seed003_low"
+        plan[noisy & (sigma >= lo) & (sigma <= hi)] = "seed003_high"
+        plan[salt_and_pepper_faces(images)] = "seed003_sp"
         return plan
 
     def restore(self, images: np.ndarray) -> np.ndarray:

@@ -183,7 +183,7 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 2e-3
     min_lr: float = 1e-5
-    loss: str = "l1"  # l1 | mse
+    loss: str = "l1"  # l1 | mse | psnr (per-face -PSNR, as NAFNet's PSNRLoss: mild degradations weigh as much as heavy ones)
     adv_weight: float = 0.0  # > 0 adds the PatchGAN (seed 003: 0.001 with MSE)
     val_images: int = 1000
     seed: int = 0
@@ -222,7 +222,7 @@ def train_for_run(params, run, progress: bool = True) -> Path:
                            data.load_split(d.source, path, d.eval_split, d.label_map, progress))
     cfg = TrainConfig(presets=degrade.expand_preset_names(t.presets), epochs=t.epochs, batch_size=t.batch_size,
                       max_train_images=t.max_train_images, seed=params.seed, val_images=min(1000, len(faces) // 10),
-                      device=params.device())
+                      device=params.device(), loss=t.loss, precision=t.precision)
     card = train(faces, cfg, out, log=_log if progress else (lambda *_: None))
     out.with_suffix(".json").write_text(json.dumps(card, indent=2))
     run.mark_stage("unet_training", key)
@@ -243,6 +243,24 @@ def evaluate(model: AttentionUNet, clean: np.ndarray, noisy: np.ndarray, device:
     """Mean PSNR / SSIM (scikit-image, data_range 255) of the model's output against ``clean``."""
     psnr, ssim = degrade.pair_metrics(clean, denoise(model, noisy, device))
     return float(np.mean(psnr)), float(np.mean(ssim))
+
+
+LOSSES = ("l1", "mse", "psnr")
+
+
+def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    """Training loss on [0, 1] images. ``psnr`` is the mean per-face 10 log10(MSE), i.e. minus the mean PSNR in dB:
+
+    with L1 or MSE the heavy presets dominate the batch loss and the net learns to leave mild ones (blur 0.5,
+    noise 5) nearly as they are; in dB every face counts the same, which is also what the scores average.
+    """
+    if kind == "l1":
+        return F.l1_loss(pred, target)
+    if kind == "mse":
+        return F.mse_loss(pred, target)
+    if kind == "psnr":
+        return 10 * torch.log10(((pred - target) ** 2).mean(dim=(1, 2, 3)) + 1e-8).mean()
+    raise ValueError(f"loss {kind!r}: use one of {', '.join(LOSSES)}")
 
 
 def _log(msg: str) -> None:
@@ -268,6 +286,8 @@ def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
 
     if cfg.precision not in ("fp32", "bf16"):
         raise ValueError(f"precision {cfg.precision!r}: use fp32 or bf16")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
     model = load_model(cfg.init, device)[0].train() if cfg.init else AttentionUNet().to(device)
     model.impulse_switch = cfg.impulse_switch
     model = model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
@@ -290,7 +310,7 @@ def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
             y = torch.from_numpy(clean).to(device).float().div_(255).unsqueeze(1).contiguous(memory_format=torch.channels_last)
             with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
                 pred = model(x).float()  # the residual sum is already fp32 (fp32 input + bf16 residual)
-            loss = F.l1_loss(pred, y) if cfg.loss == "l1" else F.mse_loss(pred, y)
+            loss = pixel_loss(pred, y, cfg.loss)
             if disc is not None:
                 d_pred = disc(pred)
                 loss = loss + cfg.adv_weight * F.mse_loss(d_pred, torch.ones_like(d_pred))
@@ -323,8 +343,9 @@ def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
 
 def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: int = 0,
                 classical: Sequence[str] = ("median", "switching_median", "nlm", "unsharp", "wiener", "auto"), device: str = "cpu",
-                tta: str = "none"):
-    """PSNR / SSIM per preset of the noisy input, the best classical filter and each U-Net weights file.
+                tta: str = "none", restorers: Sequence[str] = ()):
+    """PSNR / SSIM per preset of the noisy input, the best classical filter, each U-Net weights file and each
+    registered restorer in ``restorers`` (e.g. ``unet_auto``, which routes every face to a fine-tune or the blind model).
 
     ``faces`` is a Dataset (the evaluation faces); degradation is the study's own, with ``seed``; ``tta``
     as in :func:`denoise` (with ``flip`` the U-Net columns are named ``<name>+flip``).
@@ -336,6 +357,8 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
     from .compute import for_inference
 
     models = {name: for_inference(load_model(path, device)[0], device) for name, path in weights.items()}
+    ctx = restore.RestoreContext(device=device, unet_tta=tta)
+    built = {name: restore.create(name, ctx) for name in restorers}  # unavailable ones fail here, before any work
     rows = []
     for pname in tqdm(presets, desc="presets", disable=len(presets) < 2):
         noisy = degrade.apply_preset(faces.images, faces.ids, degrade.PRESETS[pname], seed)
@@ -350,6 +373,10 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
         row.update({"best classical": best[1], "classical PSNR": best[0], "classical SSIM": best[2]})
         for name, m in models.items():
             p_, s_ = degrade.pair_metrics(faces.images, denoise(m, noisy, device, tta=tta))
+            col = name if tta == "none" else f"{name}+{tta}"
+            row.update({f"{col} PSNR": p_.mean(), f"{col} SSIM": s_.mean()})
+        for name, r in built.items():
+            p_, s_ = degrade.pair_metrics(faces.images, r(noisy))
             col = name if tta == "none" else f"{name}+{tta}"
             row.update({f"{col} PSNR": p_.mean(), f"{col} SSIM": s_.mean()})
         rows.append(row)
@@ -370,7 +397,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     add_config_options(t, TrainConfig, {"init": str, "max_train_images": int, "threads": int})
     e = sub.add_parser("evaluate", help="PSNR/SSIM on the evaluation split (train duplicates and blank faces removed)")
     e.add_argument("--fer2013", required=True)
-    e.add_argument("--weights", nargs="+", required=True, metavar="NAME=PATH")
+    e.add_argument("--weights", nargs="+", default=[], metavar="NAME=PATH", help="U-Net weights files to score")
+    e.add_argument("--restorers", nargs="+", default=[], metavar="NAME",
+                   help="registered restorers to score as well, e.g. unet_auto (the fine-tunes routed per face)")
     e.add_argument("--presets", nargs="+", default=["seed003_low", "seed003_high", "seed003_sp"])
     e.add_argument("--csv", type=Path, help="also write the table here")
     e.add_argument("--tta", choices=TTA, default="none", help="U-Net test-time augmentation (the study's restoration.unet_tta)")
@@ -385,10 +414,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         bad = [w for w in a.weights if "=" not in w]
         if bad:
             ap.error(f"--weights takes NAME=PATH pairs (e.g. blind=models/unet_denoiser/blind.safetensors), not {bad[0]!r}")
+        if not (a.weights or a.restorers):
+            ap.error("give --weights NAME=PATH ..., --restorers NAME ... or both")
+        from . import restore
+
+        unknown = [r for r in a.restorers if r.removesuffix(restore.GATE_SUFFIX) not in restore.available_names()]
+        if unknown:
+            ap.error(f"unknown restorer {unknown[0]!r}; known: {', '.join(restore.available_names())}")
 
         ev, tr = data.load_folder(a.fer2013, "test"), data.load_folder(a.fer2013, "train")
         faces, _ = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
-        table = evaluate_on(faces, dict(w.split("=", 1) for w in a.weights), a.presets, tta=a.tta)
+        try:
+            table = evaluate_on(faces, dict(w.split("=", 1) for w in a.weights), a.presets, tta=a.tta, restorers=a.restorers)
+        except (restore.RestorerUnavailable, FileNotFoundError, ValueError) as e:
+            ap.exit(1, f"python -m fer_helpers.unet evaluate: {e}\n")
         print(table.round(3).to_string(index=False))
         if a.csv:
             table.to_csv(a.csv, index=False)

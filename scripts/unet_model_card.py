@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pandas as pd
 
+LOSS_NAMES = {"l1": "L1", "mse": "MSE", "psnr": "PSNR (per-face -PSNR)"}
 TARGETS = {"seed003_low": 36.7, "seed003_high": 30.5, "seed003_sp": 36.9}  # issue targets, PSNR dB on PublicTest
 
 
@@ -49,6 +50,8 @@ def main() -> None:
     ap.add_argument("--from-run", type=Path, help="a run folder whose notebook 03 ran the U-Net (restorer unet)")
     ap.add_argument("--cards", type=Path, nargs="+", required=True)
     ap.add_argument("--out", type=Path, default=Path("models/unet_denoiser/README.md"))
+    ap.add_argument("--margin-of", nargs="+", default=["blind", "unet_auto"],
+                    help="U-Net columns whose best is compared with the best classical filter (last column)")
     a = ap.parse_args()
     if not (a.eval or a.from_run):
         ap.error("give --eval, --from-run or both")
@@ -82,7 +85,9 @@ def main() -> None:
     for name, c in cards.items():
         cfg = c["config"]
         presets = cfg["presets"] if len(cfg["presets"]) <= 3 else f"{len(cfg['presets'])} presets (all of the study's)"
-        init = f", fine-tuned from `{Path(cfg['init']).name}`" if cfg.get("init") else ""
+        init = ""
+        if cfg.get("init"):
+            init = ", continued from its own earlier weights (see below)" if Path(cfg["init"]).stem == name else f", fine-tuned from `{Path(cfg['init']).name}`"
         init += ", impulse switch (only 0/255 pixels change)" if c.get("impulse_switch") else ""
         ran = len(c.get("history", [])) or cfg["epochs"]
         lines.append(f"| `{name}.safetensors` | {presets}{init} | {ran} of {cfg['epochs']} planned ({c['best_epoch']}) | {c['train_images']:,} | "
@@ -91,22 +96,32 @@ def main() -> None:
     lines += [f"\n`{name}`: {c['note']}." for name, c in cards.items() if c.get("note")]
     lines += [
         "",
-        "Optimiser AdamW, one-cycle learning rate (max " + ", ".join(f"{c['config']['lr']:g} for {n}" for n, c in cards.items()) + "), "
-        f"{next(iter(cards.values()))['config']['loss'].upper()} loss, batch {next(iter(cards.values()))['config']['batch_size']}.",
+        "Optimiser AdamW, one-cycle learning rate; maximum rate and loss per model: "
+        + ", ".join(f"{n} {c['config']['lr']:g} {LOSS_NAMES.get(c['config']['loss'], c['config']['loss'])}" for n, c in cards.items())
+        + f"; batch {next(iter(cards.values()))['config']['batch_size']}.",
         "",
         "## PublicTest (PSNR dB / SSIM, scikit-image, data_range 255)",
         "",
         "U-Net columns without a suffix: one pass (`restoration.unet_tta: none`, the default); `+flip`: the mirror",
         "self-ensemble (`restoration.unet_tta: flip`: each face and its mirror image, outputs averaged; twice the time).",
         "",
-        "| preset | faces | noisy input | best classical | " + " | ".join(models) + " | target |",
-        "|---|---|---|---|" + "---|" * len(models) + "---|",
+        f"Last column: the better of {' and '.join(a.margin_of)} (one pass; the restorers the study runs, which never see the",
+        "preset's name, unlike a fine-tune scored on its own preset) minus the best classical filter, in dB. The issue",
+        "asks for it to be positive on every preset.",
+        "",
+        "| preset | faces | noisy input | best classical | " + " | ".join(models) + " | target | U-Net vs classical |",
+        "|---|---|---|---|" + "---|" * len(models) + "---|---|",
     ]
+    one_pass = [m for m in models if m in a.margin_of]
     for _, r in ev.iterrows():
         cells = [f"{r[f'{m} PSNR']:.2f} / {r[f'{m} SSIM']:.3f}" if pd.notna(r[f"{m} PSNR"]) else "" for m in models]
         target = f"{TARGETS[r['preset']]:.1f}" if r["preset"] in TARGETS else ""
+        scored = {m: r[f"{m} PSNR"] for m in one_pass if pd.notna(r[f"{m} PSNR"])}
+        best = max(scored, key=scored.get) if scored else None
+        margin = f"{scored[best] - r['classical PSNR']:+.2f} ({best})" if best else ""
         lines.append(f"| {r['preset']} | {r['faces']:,} | {r['noisy PSNR']:.2f} / {r['noisy SSIM']:.3f} | "
-                     f"{r['classical PSNR']:.2f} / {r['classical SSIM']:.3f} ({r['best classical']}) | " + " | ".join(cells) + f" | {target} |")
+                     f"{r['classical PSNR']:.2f} / {r['classical SSIM']:.3f} ({r['best classical']}) | " + " | ".join(cells)
+                     + f" | {target} | {margin} |")
     lines += [
         "",
         "Reproduce: the commands in the project README (`python -m fer_helpers.unet train ...`, then",

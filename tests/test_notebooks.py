@@ -153,7 +153,7 @@ def test_notebook_03_can_train_its_own_unet(fer2013_dir, tmp_path, monkeypatch):
     _, table = restore.build(params, run, progress=False)
     assert table.set_index("restorer").loc["unet", "available"]
     _, meta = unet.load_model(run.path("models", "unet.safetensors"))
-    assert meta["train_images"] == 64 and meta["config"]["presets"] == ["noise_25"]
+    assert meta["train_images"] == 64 and meta["config"]["presets"] == ["noise_25"] and meta["config"]["loss"] == "psnr"
 
 
 def test_classification_numbers_recompute_from_predictions_and_beat_chance(smoke):

@@ -39,11 +39,20 @@ def test_each_classical_filter_helps_on_its_degradation(sample_faces):
 
 def test_auto_picks_the_filter_from_the_quality_check(sample_faces):
     auto = restore.create("auto", CTX)
-    plan = {p: auto.plan(degraded(sample_faces, p)) for p in ("seed003_sp", "noise_25", "blur_2")}
+    plan = {p: auto.plan(degraded(sample_faces, p)) for p in ("seed003_sp", "noise_25", "noise_35", "blur_2")}
     assert (plan["seed003_sp"] == "switching_median").mean() > 0.9
     assert (plan["noise_25"] == "nlm").mean() > 0.9
+    assert (plan["noise_35"] == "nlm").mean() > 0.9  # its clipped 0/255 pixels are not salt-and-pepper
     assert np.mean(["unsharp" in p for p in plan["blur_2"]]) > 0.9  # a few also get nlm first
     assert (auto.plan(sample_faces.images) == "none").mean() > 0.6
+
+
+def test_salt_and_pepper_is_told_from_heavy_gaussian_noise_that_clips_to_0_and_255(sample_faces):
+    sp, g = degraded(sample_faces, "sp_0.02"), degraded(sample_faces, "noise_35")
+    clipped = restore.impulse_fraction(g) >= restore.IMPULSE_MIN
+    assert clipped.mean() > 0.2  # the impulse count alone would call these faces salt-and-pepper
+    assert restore.salt_and_pepper_faces(sp).mean() > 0.9 and not restore.salt_and_pepper_faces(g).any()
+    assert not restore.salt_and_pepper_faces(sample_faces.images[:0]).size
 
 
 def test_switching_median_changes_only_impulses_and_beats_the_plain_median():
@@ -131,6 +140,29 @@ def test_unet_training_learns_to_denoise(sample_faces, tmp_path):
     assert (tmp_path / "u.safetensors").is_file() and card["best_epoch"] >= 1
 
 
+def test_psnr_loss_is_minus_the_mean_per_face_psnr_and_weighs_faces_equally(tmp_path):
+    import torch
+    from skimage.metrics import peak_signal_noise_ratio
+
+    rng = np.random.default_rng(0)
+    clean = rng.random((3, 1, 8, 8))
+    noisy = np.clip(clean + rng.normal(0, [[[[0.01]]], [[[0.05]]], [[[0.2]]]], clean.shape), 0, 1)
+    want = np.mean([peak_signal_noise_ratio(c[0], n[0], data_range=1.0) for c, n in zip(clean, noisy)])
+    got = unet.pixel_loss(torch.from_numpy(noisy), torch.from_numpy(clean), "psnr").item()
+    assert got == pytest.approx(-want, abs=1e-3)  # the loss adds 1e-8 to each MSE (no log of 0)
+    # halving the error of the mildest face lowers the loss as much as halving the worst face's; L1 prefers the worst
+    def gain(kind, face):
+        better = noisy.copy()
+        better[face] = clean[face] + (noisy[face] - clean[face]) / 2
+        t = torch.from_numpy
+        return unet.pixel_loss(t(noisy), t(clean), kind).item() - unet.pixel_loss(t(better), t(clean), kind).item()
+
+    assert gain("psnr", 0) == pytest.approx(gain("psnr", 2), abs=1e-3) == 10 * np.log10(4) / 3  # 6 dB on one face of 3
+    assert gain("l1", 2) > 5 * gain("l1", 0)
+    with pytest.raises(ValueError, match="loss 'ssim'"):
+        unet.train(np.zeros((40, 48, 48), np.uint8), unet.TrainConfig(loss="ssim", val_images=4), tmp_path / "x.safetensors")
+
+
 def test_unet_impulse_switch_trains_in_bf16_and_touches_only_0_255_pixels(sample_faces, tmp_path):
     cfg = unet.TrainConfig(presets=["seed003_sp"], epochs=1, batch_size=16, val_images=16, seed=0, precision="bf16",
                            impulse_switch=True, threads=2)
@@ -198,9 +230,11 @@ def test_unet_auto_routes_each_face_to_the_fine_tune_its_measurements_call_for(s
         weights["unet" if name == "blind" else f"unet_{name}"] = str(tmp_path / f"{name}.safetensors")
         unet.save_model(unet.AttentionUNet().eval(), tmp_path / f"{name}.safetensors", {"name": name})
     r = restore.create("unet_auto", restore.RestoreContext(weights=weights, thresholds=CTX.thresholds))
-    x = np.concatenate([degraded(sample_faces, "seed003_sp")[:4], degraded(sample_faces, "noise_25")[:4], sample_faces.images[:4]])
+    x = np.concatenate([degraded(sample_faces, "seed003_sp")[:4], degraded(sample_faces, "seed003_high")[:4], sample_faces.images[:4],
+                        degraded(sample_faces, "noise_35")[:4]])
     plan = r.plan(x)
     assert plan[:4].tolist() == ["seed003_sp"] * 4 and plan[4:8].tolist() == ["seed003_high"] * 4
+    assert plan[12:].tolist() == ["blind"] * 4  # far above the high fine-tune's sigma: the blind model does better there
     y = r(x)
     np.testing.assert_array_equal(y[:4], unet.denoise(r.models["seed003_sp"], x[:4]))
     blind = np.flatnonzero(plan == "blind")
@@ -222,3 +256,32 @@ def test_reusing_other_restorers_output_gives_the_same_faces(name, sample_faces)
     # the reused restorer's time counts for the share of faces taken from it
     assert 0.05 < spi < 1.0 + 0.5
     assert restore.run_restorer(r, x, 16)[1] < 0.5
+
+
+def test_evaluate_on_scores_weights_and_registered_restorers_on_the_same_pairs(sample_faces, tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    unet.save_model(unet.AttentionUNet().eval(), tmp_path / "u.safetensors", {"name": "random"})
+    faces = sample_faces.take(np.arange(12))
+    table = unet.evaluate_on(faces, {"rand": tmp_path / "u.safetensors"}, ["noise_25", "seed003_sp"],
+                             classical=("median", "nlm"), restorers=["switching_median"])
+    sp = table.set_index("preset").loc["seed003_sp"]
+    noisy = apply_preset(faces.images, faces.ids, PRESETS["seed003_sp"], 0)
+    want = pair_metrics(faces.images, restore.create("switching_median", restore.RestoreContext())(noisy))[0].mean()
+    assert sp["switching_median PSNR"] == pytest.approx(want)
+    assert sp["noisy PSNR"] == pytest.approx(pair_metrics(faces.images, noisy)[0].mean())
+    model = unet.load_model(tmp_path / "u.safetensors")[0]
+    assert sp["rand PSNR"] == pytest.approx(pair_metrics(faces.images, unet.denoise(model, noisy))[0].mean(), abs=1e-3)
+    assert sp["best classical"] == "median" and table.set_index("preset").loc["noise_25", "best classical"] == "nlm"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "give --weights NAME=PATH"),
+    (["--restorers", "nope"], "unknown restorer 'nope'"),
+    (["--weights", "blind.safetensors"], "NAME=PATH pairs"),
+])
+def test_unet_evaluate_cli_names_bad_arguments(args, message, capsys):
+    with pytest.raises(SystemExit):
+        unet.main(["evaluate", "--fer2013", "unused", *args])
+    assert message in capsys.readouterr().err

@@ -35,8 +35,8 @@ def test_card_merges_evaluations_and_prints_their_figures(tmp_path):
                     str(tmp_path / "ft.csv"), str(tmp_path / "flip.csv"), "--cards", str(tmp_path / "seed003_sp.json"),
                     "--out", str(out)], check=True, capture_output=True)
     text = out.read_text()
-    assert "| preset | faces | noisy input | best classical | blind | seed003_sp | seed003_sp+flip | target |" in text
+    assert "| preset | faces | noisy input | best classical | blind | seed003_sp | seed003_sp+flip | target | U-Net vs classical |" in text
     # seed003_sp is the second row of each table: blind 32.00, fine-tune 38.00 (its first row +1), flip 37.55, target 36.9
-    assert "| seed003_sp | 3,309 | 21.00 / 0.500 | 31.00 / 0.900 (switching_median) | 32.00 / 0.950 | 38.00 / 0.950 | 37.55 / 0.950 | 36.9 |" in text
-    assert "| blur_1 | 3,309 | 22.00 / 0.500 | 32.00 / 0.900 (switching_median) | 33.00 / 0.950 |  |  |  |" in text
+    assert "| seed003_sp | 3,309 | 21.00 / 0.500 | 31.00 / 0.900 (switching_median) | 32.00 / 0.950 | 38.00 / 0.950 | 37.55 / 0.950 | 36.9 | +1.00 (blind) |" in text
+    assert "| blur_1 | 3,309 | 22.00 / 0.500 | 32.00 / 0.900 (switching_median) | 33.00 / 0.950 |  |  |  | +1.00 (blind) |" in text
     assert "impulse switch" in text and "12 of 12 planned (11)" in text and "bf16" in text and "a note" in text
