@@ -21,6 +21,7 @@ import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Sequence
 
@@ -358,7 +359,9 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
 
     models = {name: for_inference(load_model(path, device)[0], device) for name, path in weights.items()}
     ctx = restore.RestoreContext(device=device, unet_tta=tta)
-    built = {name: restore.create(name, ctx) for name in restorers}  # unavailable ones fail here, before any work
+    # name -> (uint8 stack -> uint8 stack); unavailable restorers fail here, before any work
+    scorers = {name: partial(denoise, m, device=device, tta=tta) for name, m in models.items()}
+    scorers |= {name: restore.create(name, ctx) for name in restorers}
     rows = []
     for pname in tqdm(presets, desc="presets", disable=len(presets) < 2):
         noisy = degrade.apply_preset(faces.images, faces.ids, degrade.PRESETS[pname], seed)
@@ -371,12 +374,8 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
             if p_.mean() > best[0]:
                 best = (p_.mean(), c, s_.mean())
         row.update({"best classical": best[1], "classical PSNR": best[0], "classical SSIM": best[2]})
-        for name, m in models.items():
-            p_, s_ = degrade.pair_metrics(faces.images, denoise(m, noisy, device, tta=tta))
-            col = name if tta == "none" else f"{name}+{tta}"
-            row.update({f"{col} PSNR": p_.mean(), f"{col} SSIM": s_.mean()})
-        for name, r in built.items():
-            p_, s_ = degrade.pair_metrics(faces.images, r(noisy))
+        for name, fn in scorers.items():
+            p_, s_ = degrade.pair_metrics(faces.images, fn(noisy))
             col = name if tta == "none" else f"{name}+{tta}"
             row.update({f"{col} PSNR": p_.mean(), f"{col} SSIM": s_.mean()})
         rows.append(row)
