@@ -246,9 +246,9 @@ def salt_and_pepper_faces(images: np.ndarray, min_fraction: float = IMPULSE_MIN,
     """Which faces carry salt-and-pepper noise: at least ``min_fraction`` isolated 0/255 pixels, and little noise left
     once the switching median has replaced them.
 
-    Heavy Gaussian noise clips to 0 and 255 too (noise_35: 44% of faces pass the impulse test), but stays noisy after
+    Heavy Gaussian noise clips to 0 and 255 too (noise_35: 43% of faces pass the impulse test), but stays noisy after
     the impulses go. On 2,000 Training faces (scripts/calibrate_unet_auto.py) the estimated sigma after the switching
-    median is at most 7.1 (95th percentile) for every salt-and-pepper preset and at least 24.9 (5th) for the noise_35
+    median is at most 7.0 (95th percentile) for every salt-and-pepper preset and at least 24.9 (5th) for the noise_35
     faces with impulses, hence 12.
     """
     x = _as_stack(images)
