@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_batching import best_of, load  # noqa: E402
@@ -28,7 +27,7 @@ from fer_helpers.paths import MODELS_DIR  # noqa: E402
 
 
 def train_step_ms(clean: np.ndarray, precision: str, steps: int, batch: int = 64) -> float:
-    """Milliseconds per face of a full training step (degrade, forward, L1, backward, AdamW), as ``unet.train`` does it."""
+    """Milliseconds per face of a full training step (degrade, forward, L1, backward, AdamW), with ``unet.train``'s own step."""
     torch.manual_seed(0)
     model = unet.AttentionUNet().to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -38,11 +37,7 @@ def train_step_ms(clean: np.ndarray, precision: str, steps: int, batch: int = 64
     def step(k: int) -> None:
         c = clean[(k * batch) % (len(clean) - batch) :][:batch]
         noisy = unet._degrade_batch(c, presets, rng, k)
-        x = torch.from_numpy(noisy).float().div_(255).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-        y = torch.from_numpy(c).float().div_(255).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=precision == "bf16"):
-            pred = model(x).float()
-        loss = F.l1_loss(pred, y)
+        loss = unet.forward_loss(model, noisy, c, "l1", precision)[2]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -68,7 +63,6 @@ def main() -> None:
     print(f"{'U-Net training step (batch 64)':44s} {'fp32':>9s} {'bf16':>9s} {'speed-up':>9s}")
     print(f"{'':44s} {fp32:9.2f} {bf16:9.2f} {fp32 / bf16:8.2f}x\n", flush=True)
 
-    ctx = restore.RestoreContext()
     print(f"{'restorer':30s} {'preset':14s} {'ms/face':>8s} {'PSNR dB':>8s}  (flip: time and PSNR gain over one pass)")
     for preset in ("seed003_low", "seed003_high", "seed003_sp"):
         noisy = degrade.apply_preset(clean, ids, degrade.PRESETS[preset], 0)
@@ -77,12 +71,14 @@ def main() -> None:
         if all((MODELS_DIR / "unet_denoiser" / f"{p}.safetensors").is_file() for p in restore.UNET_SPECIALISTS):
             names += ["unet_auto", "unet_auto flip"]
         for name in names:
-            r = restore.create(name.split()[0], restore.RestoreContext(unet_tta="flip" if name.endswith("flip") else "none"))
+            base, flip = name.split()[0], name.endswith("flip")
+            ctx = restore.RestoreContext(unet_tta="flip" if flip else "none")
+            r = restore.create(base, ctx)
             r(noisy[:64])  # warm-up: worker processes, oneDNN kernels
             t, out = best_of(lambda: restore.run_restorer(r, noisy, ctx.batch_size)[0], a.repeat)
             ms, psnr = t / len(noisy) * 1e3, degrade.pair_metrics(clean, out)[0].mean()
-            one_pass.setdefault(name.split()[0], (ms, psnr))
-            extra = f"  {ms / one_pass[name.split()[0]][0]:.2f}x, {psnr - one_pass[name.split()[0]][1]:+.2f} dB" if name.endswith("flip") else ""
+            one_pass.setdefault(base, (ms, psnr))
+            extra = f"  {ms / one_pass[base][0]:.2f}x, {psnr - one_pass[base][1]:+.2f} dB" if flip else ""
             print(f"{name:30s} {preset:14s} {ms:8.3f} {psnr:8.2f}{extra}", flush=True)
 
 

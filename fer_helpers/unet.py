@@ -153,6 +153,13 @@ def load_model(path: str | Path, device: str = "cpu") -> tuple[AttentionUNet, di
 TTA = ("none", "flip")
 
 
+def to_batch(images: np.ndarray, device: str = "cpu") -> torch.Tensor:
+    """uint8 (N, 48, 48) faces -> float (N, 1, 48, 48) in [0, 1], channels-last (the layout the convolutions run fastest in)."""
+    from .compute import channels_last
+
+    return channels_last(torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255).unsqueeze(1))
+
+
 @torch.no_grad()
 def denoise(model: AttentionUNet, images: np.ndarray, device: str = "cpu", batch_size: int = 256, tta: str = "none") -> np.ndarray:
     """Run the U-Net over a uint8 (N, 48, 48) stack (give it a :func:`~fer_helpers.compute.for_inference` copy for speed).
@@ -160,13 +167,11 @@ def denoise(model: AttentionUNet, images: np.ndarray, device: str = "cpu", batch
     ``tta="flip"``: the self-ensemble of the face and its mirror image (the mirrored output flipped back and
     averaged before rounding), at twice the cost.
     """
-    from .compute import channels_last
-
     if tta not in TTA:
         raise ValueError(f"U-Net test-time augmentation {tta!r}: use one of {', '.join(TTA)}")
     out = np.empty_like(images)
     for s in range(0, len(images), batch_size):
-        x = channels_last(torch.from_numpy(images[s : s + batch_size]).to(device).float().div_(255).unsqueeze(1))
+        x = to_batch(images[s : s + batch_size], device)
         y = model(x)
         if tta == "flip":
             y = (y + model(x.flip(-1)).flip(-1)) / 2
@@ -264,12 +269,25 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"loss {kind!r}: use one of {', '.join(LOSSES)}")
 
 
+def forward_loss(model: AttentionUNet, noisy: np.ndarray, clean: np.ndarray, loss: str = "l1", precision: str = "fp32",
+                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One training forward pass on a uint8 batch: returns (prediction, target, pixel loss), all fp32."""
+    x, y = to_batch(noisy, device), to_batch(clean, device)
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+        pred = model(x).float()  # the residual sum is already fp32 (fp32 input + bf16 residual)
+    return pred, y, pixel_loss(pred, y, loss)
+
+
 def _log(msg: str) -> None:
     print(msg, flush=True)  # flushed: training logs are usually redirected to a file
 
 
 def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
     """Train (or fine-tune) on ``faces``; keeps the weights with the best validation PSNR; returns the card dict."""
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {cfg.precision!r}: use fp32 or bf16")
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
     torch.manual_seed(cfg.seed)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -285,10 +303,6 @@ def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
     val_clean = np.concatenate([v for v, _ in parts])
     val_noisy = np.concatenate([degrade.apply_preset(v, [f"val:{p.name}:{i}" for i in range(len(v))], p, seed=cfg.seed) for v, p in parts])
 
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {cfg.precision!r}: use fp32 or bf16")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
     model = load_model(cfg.init, device)[0].train() if cfg.init else AttentionUNet().to(device)
     model.impulse_switch = cfg.impulse_switch
     model = model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
@@ -307,11 +321,7 @@ def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
             idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
             clean = tr[idx]
             noisy = _degrade_batch(clean, presets, rng, step_seed=cfg.seed * 100_000 + epoch * 10_000 + step)
-            x = torch.from_numpy(noisy).to(device).float().div_(255).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(clean).to(device).float().div_(255).unsqueeze(1).contiguous(memory_format=torch.channels_last)
-            with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16"):
-                pred = model(x).float()  # the residual sum is already fp32 (fp32 input + bf16 residual)
-            loss = pixel_loss(pred, y, cfg.loss)
+            pred, y, loss = forward_loss(model, noisy, clean, cfg.loss, cfg.precision, device)
             if disc is not None:
                 d_pred = disc(pred)
                 loss = loss + cfg.adv_weight * F.mse_loss(d_pred, torch.ones_like(d_pred))
@@ -362,14 +372,15 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
     # name -> (uint8 stack -> uint8 stack); unavailable restorers fail here, before any work
     scorers = {name: partial(denoise, m, device=device, tta=tta) for name, m in models.items()}
     scorers |= {name: restore.create(name, ctx) for name in restorers}
+    filters = {c: restore.create(c, ctx) for c in classical}
     rows = []
     for pname in tqdm(presets, desc="presets", disable=len(presets) < 2):
         noisy = degrade.apply_preset(faces.images, faces.ids, degrade.PRESETS[pname], seed)
         psnr, ssim = degrade.pair_metrics(faces.images, noisy)
         row = {"preset": pname, "faces": len(faces), "noisy PSNR": psnr.mean(), "noisy SSIM": ssim.mean()}
         best = (-np.inf, "", 0.0)
-        for c in classical:
-            out = restore.create(c, restore.RestoreContext())(noisy)
+        for c, f in filters.items():
+            out = f(noisy)
             p_, s_ = degrade.pair_metrics(faces.images, out)
             if p_.mean() > best[0]:
                 best = (p_.mean(), c, s_.mean())
