@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -32,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import training
 from .data import CLASSES
 from .degrade import _as_stack
 
@@ -189,10 +189,16 @@ class LandmarkTransformer(nn.Module):
 
 
 class LandmarkGCN(nn.Module):
+    """Residual graph convolutions over the FaceMesh graph; each node's input is its coordinates plus a learned
+    embedding of which landmark it is (without it, mean/max pooling cannot tell a raised brow from a lowered
+    lip), then mean- and max-pooling over the nodes."""
+
     def __init__(self, dim: int = 64, layers: int = 3, dropout: float = 0.2):
         super().__init__()
-        self.register_buffer("adj", facemesh_adjacency())
+        self.register_buffer("adj", facemesh_adjacency(), persistent=False)  # a constant: not saved with the weights
         self.inp = nn.Linear(3, dim)
+        self.node = nn.Parameter(torch.zeros(N_POINTS, dim))
+        nn.init.normal_(self.node, std=0.02)
         self.convs = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
         self.drop = nn.Dropout(dropout)
@@ -201,38 +207,64 @@ class LandmarkGCN(nn.Module):
     def propagate(self, h: torch.Tensor) -> torch.Tensor:
         """``A_hat @ h`` for a batch (B, 478, D) with one sparse product: nodes first, batch and features folded."""
         b, n, d = h.shape
-        out = torch.sparse.mm(self.adj, h.transpose(0, 1).reshape(n, b * d))
-        return out.reshape(n, b, d).transpose(0, 1)
+        out = torch.sparse.mm(self.adj, h.transpose(0, 1).reshape(n, b * d).float())
+        return out.reshape(n, b, d).transpose(0, 1).to(h.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.inp(x))
+        h = F.relu(self.inp(x) + self.node)
         for conv, norm in zip(self.convs, self.norms):
             h = h + self.drop(F.relu(norm(self.propagate(conv(h)))))  # residual graph convolution
         return self.head(torch.cat([h.mean(1), h.amax(1)], dim=1))
 
 
 ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransformer, "landmark_gcn": LandmarkGCN}
-#: epochs that fit a 2-core CPU in minutes
-DEFAULT_EPOCHS = {"landmark_mlp": 40, "landmark_transformer": 20, "landmark_gcn": 20}
+#: each model's size options (keyword arguments of its class), as trained for the shipped weights
+MODEL_OPTIONS: dict[str, dict[str, int | float]] = {
+    "landmark_mlp": {"hidden": 512, "dropout": 0.3},
+    "landmark_transformer": {"dim": 128, "layers": 4, "heads": 4, "regions": 64, "dropout": 0.1},
+    "landmark_gcn": {"dim": 96, "layers": 4, "dropout": 0.1},
+}
+DEFAULT_EPOCHS = {"landmark_mlp": 60, "landmark_transformer": 60, "landmark_gcn": 40}
 
 
 @dataclass
-class LandmarkTrainConfig:
+class LandmarkTrainConfig(training.FitConfig):
     arch: str = "landmark_mlp"
-    epochs: int = 40
+    epochs: int = 60
     batch_size: int = 256
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
+    warmup_epochs: float = 2.0
+    precision: str = "fp32"  # the models are small; bf16 gains little and sparse products need fp32
     label_smoothing: float = 0.1
-    seed: int = 0
+    mirror: bool = True  # mirror faces (x -> -x with the left/right landmarks swapped)
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-    """Small in-plane rotation (about 10 degrees), scale (5%) and coordinate jitter. No mirroring: the
-    landmarks of a mirrored face are a permutation of the indices, not a sign flip."""
+def mirror_permutation(mean_face: np.ndarray) -> np.ndarray:
+    """``perm`` with ``points[:, perm] * (-1, 1, 1)`` the mirror image of a face: each landmark's partner is
+    the landmark nearest to its reflection across the vertical axis of the mean (normalised) face, matched
+    one-to-one (Hungarian assignment, scikit-learn's SciPy); landmarks on the midline map to themselves."""
+    from scipy.optimize import linear_sum_assignment
+    from scipy.spatial.distance import cdist
+
+    xy = np.asarray(mean_face, dtype=np.float64)[:, :2]
+    xy = xy - xy.mean(0)
+    reflected = xy * np.array([-1.0, 1.0])
+    _, perm = linear_sum_assignment(cdist(reflected, xy))
+    return perm
+
+
+def _augment(x: torch.Tensor, gen: torch.Generator, mirror: torch.Tensor | None = None) -> torch.Tensor:
+    """Small in-plane rotation (about 10 degrees), scale (5%), coordinate jitter and, where ``mirror`` (a
+    landmark permutation) is given, mirroring of half the faces. A mirrored face's landmarks are a permutation
+    of the indices as well as a sign flip, hence the permutation."""
     n = x.shape[0]
     ang = (torch.rand(n, generator=gen) * 2 - 1) * 0.17  # about 10 degrees
     scale = 1 + (torch.rand(n, generator=gen) * 2 - 1) * 0.05
+    flip = torch.rand(n, generator=gen) < 0.5
+    if mirror is not None:
+        x = torch.where(flip[:, None, None], x[:, mirror] * torch.tensor([-1.0, 1.0, 1.0]), x)
     cos, sin = torch.cos(ang) * scale, torch.sin(ang) * scale
     xy = torch.stack([cos[:, None] * x[..., 0] - sin[:, None] * x[..., 1], sin[:, None] * x[..., 0] + cos[:, None] * x[..., 1]], -1)
     return torch.cat([xy, x[..., 2:] * scale[:, None, None]], -1) + 0.01 * torch.randn(x.shape, generator=gen)
@@ -248,53 +280,66 @@ def predict_proba(model: nn.Module, points: np.ndarray, batch_size: int = 1024) 
     idx = np.flatnonzero(found)
     for s in range(0, len(idx), batch_size):
         sel = idx[s : s + batch_size]
-        out[sel] = F.softmax(model(torch.from_numpy(norm[sel])), dim=1).numpy()
+        out[sel] = F.softmax(model(torch.from_numpy(norm[sel])).float(), dim=1).numpy()
     return out
 
 
+def _accuracy_counting_missing(model: nn.Module, points: np.ndarray, labels: np.ndarray) -> float:
+    proba = predict_proba(model, points)
+    pred = np.where(np.isnan(proba[:, 0]), -1, np.nan_to_num(proba).argmax(1))  # no landmarks: a wrong answer
+    return float((pred == labels).mean())
+
+
 def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray, cfg: LandmarkTrainConfig,
-          out: Path, log=print) -> dict:
-    """Train on the faces with landmarks; select the epoch by validation accuracy counting faces without landmarks as wrong."""
-    from sklearn.metrics import accuracy_score
+          out: Path, checkpoint: Path | None = None, resume: bool = False, progress: bool = False, log=print) -> dict:
+    """Train through the project's loop on the faces with landmarks; select by validation accuracy counting
+    faces without landmarks as wrong."""
+    from sklearn.metrics import confusion_matrix, f1_score
 
     from .io import save_weights
 
+    if cfg.arch not in ARCHS:
+        raise ValueError(f"unknown landmark model {cfg.arch!r}; use one of {sorted(ARCHS)}")
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
     found = ~np.isnan(points[:, 0, 0])
     x_all = torch.from_numpy(normalise(points[found]))
     y_all = torch.from_numpy(labels[found].astype(np.int64))
-    model = ARCHS[cfg.arch]()
+    options = MODEL_OPTIONS[cfg.arch]
+    model = ARCHS[cfg.arch](**options)
+    mean_face = x_all.mean(0).numpy()
     if hasattr(model, "set_regions"):  # the transformer's tokens: regions of the mean training face
-        model.set_regions(x_all.mean(0).numpy(), cfg.seed)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    steps = int(np.ceil(len(x_all) / cfg.batch_size))
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.1)
-    best, history, t0, card = -1.0, [], time.perf_counter(), {}
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = torch.randperm(len(x_all), generator=gen)
-        total = 0.0
-        for k in range(steps):
-            idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-            loss = F.cross_entropy(model(_augment(x_all[idx], gen)), y_all[idx], label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.item()
-        proba = predict_proba(model, val_points)
-        pred = np.where(np.isnan(proba[:, 0]), -1, np.nan_to_num(proba).argmax(1))  # no landmarks: a wrong answer
-        acc = accuracy_score(val_labels, pred)
-        history.append({"epoch": epoch + 1, "train_loss": total / steps, "val_accuracy": acc, "seconds": round(time.perf_counter() - t0, 1)})
-        log(f"{cfg.arch} epoch {epoch + 1}/{cfg.epochs}: loss {total / steps:.4f}  val accuracy {acc:.4f} (no-landmark faces count as wrong)")
-        if acc > best:
-            best = acc
-            card = {"config": asdict(cfg), "best_epoch": epoch + 1, "val_accuracy": acc, "train_faces": int(found.sum()),
-                    "train_faces_without_landmarks": int((~found).sum()), "val_faces_without_landmarks": int(np.isnan(val_points[:, 0, 0]).sum()),
-                    "labels": list(CLASSES), "torch": torch.__version__}
-            save_weights(out, {k: v for k, v in model.state_dict().items() if k != "adj"}, card)
-    return card | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+        model.set_regions(mean_face, cfg.seed)
+    mirror = torch.from_numpy(mirror_permutation(mean_face)) if cfg.mirror else None
+
+    def prepare(xb, yb, gen):
+        return _augment(xb, gen, mirror), yb
+
+    def loss(m, inputs, targets, gen):
+        return F.cross_entropy(m(inputs), targets, label_smoothing=cfg.label_smoothing)
+
+    def validate(m):
+        return {"score": _accuracy_counting_missing(m, val_points, val_labels)}
+
+    fit_fields = set(training.FitConfig.__dataclass_fields__)
+    recipe = {k: v for k, v in asdict(cfg).items() if k not in fit_fields} | {"model": options}
+    result = training.fit(model, x_all, y_all, prepare, loss, validate, cfg, checkpoint=checkpoint, resume=resume,
+                          recipe=recipe, progress=progress, log=lambda m: log(f"{cfg.arch} {m}"))
+    proba = predict_proba(result.model, val_points)
+    pred = np.where(np.isnan(proba[:, 0]), -1, np.nan_to_num(proba).argmax(1))
+    card = {"config": asdict(cfg), "model": options, "best_epoch": result.best_epoch, "kept_weights": result.best_source,
+            "val_accuracy": float((pred == val_labels).mean()),
+            "val_macro_f1": f1_score(val_labels, pred, labels=range(len(CLASSES)), average="macro"),
+            "confusion_matrix": confusion_matrix(val_labels, np.where(pred < 0, len(CLASSES), pred),
+                                                 labels=range(len(CLASSES) + 1))[: len(CLASSES)].tolist(),
+            "confusion_last_column": "faces without landmarks",
+            "train_faces": int(found.sum()), "train_faces_without_landmarks": int((~found).sum()),
+            "val_faces": int(len(val_labels)), "val_faces_without_landmarks": int(np.isnan(val_points[:, 0, 0]).sum()),
+            "labels": list(CLASSES), "device": result.device, "precision": result.precision,
+            "threads": torch.get_num_threads(), "cpu": training.cpu_name(), "torch": torch.__version__,
+            "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
+            "epochs_run": len(result.history)}
+    save_weights(out, result.model.state_dict(), card)
+    return card | {"history": result.history}
 
 
 def load(path: str | Path) -> tuple[nn.Module, dict]:
@@ -306,9 +351,9 @@ def load(path: str | Path) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"landmark model weights {path} not found: train them with `python -m fer_helpers.landmarks`")
     card = read_card(path)
-    model = ARCHS[card["config"]["arch"]]()
+    model = ARCHS[card["config"]["arch"]](**card.get("model", {}))
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
-    if unexpected or [k for k in missing if k != "adj"]:
+    if unexpected or missing:
         raise ValueError(f"{path} does not hold {card['config']['arch']} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval(), card
 
@@ -328,17 +373,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--archs", nargs="+", default=list(ARCHS))
     ap.add_argument("--epochs", type=int, default=None, help=f"default per model: {DEFAULT_EPOCHS}")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--resume", action="store_true", help="continue each model from its checkpoint under ~/.cache/fer-study/train/")
     a = ap.parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
     tr, val, _ = data.fer2013_train_val(a.fer2013)
     p_tr, f_tr = extract_cached(tr.images, a.task, a.cache, progress=True)
     p_va, f_va = extract_cached(val.images, a.task, a.cache, progress=True)
     print(f"landmarks found: train {f_tr.mean():.1%} of {len(tr)}, PublicTest {f_va.mean():.1%} of {len(val)}", flush=True)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     for arch in a.archs:
-        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch])
-        card = train(p_tr, tr.labels, p_va, val.labels, cfg, a.out_dir / f"{arch}.safetensors", log=lambda m: print(m, flush=True))
+        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads)
+        card = train(p_tr, tr.labels, p_va, val.labels, cfg, a.out_dir / f"{arch}.safetensors",
+                     checkpoint=training.CHECKPOINT_ROOT / f"{arch}.pt", resume=a.resume, progress=True,
+                     log=lambda m: print(m, flush=True))
         (a.out_dir / f"{arch}.json").write_text(json.dumps(card, indent=2))
         print(f"{arch}: best PublicTest accuracy {card['val_accuracy']:.4f} (epoch {card['best_epoch']})", flush=True)
     return 0

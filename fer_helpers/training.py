@@ -157,6 +157,8 @@ class EMA:
         # warm-up of the decay (as in timm/TF): early averages do not drag in the random initialisation
         d = min(self.decay, (1 + step) / (10 + step))
         for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
+            if e.is_sparse:  # a constant (e.g. a graph's adjacency)
+                continue
             if e.dtype.is_floating_point:
                 e.lerp_(m, 1 - d)
             else:
@@ -188,8 +190,11 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, prepare:
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     precision = resolve_precision(cfg.precision, device)
-    memory = torch.channels_last if device == "cpu" or precision == "bf16" else torch.contiguous_format
-    model = model.to(device).to(memory_format=memory)
+    image_model = any(p.ndim == 4 for p in model.parameters())  # convolutions: channels-last pays off
+    memory = torch.channels_last if image_model and (device == "cpu" or precision == "bf16") else torch.contiguous_format
+    model = model.to(device)
+    if image_model:
+        model = model.to(memory_format=memory)
     train_x, train_y = train_x.to(device), train_y.to(device)
     opt = make_optimizer(model, cfg)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None

@@ -69,3 +69,29 @@ def test_transformer_tokens_are_regions_of_the_mean_face_and_travel_with_the_wei
     region = model.region.numpy()
     assert set(region[:239]).isdisjoint(region[239:])
     assert len(np.unique(region)) == model.n_regions
+
+
+def test_mirror_permutation_pairs_each_landmark_with_its_reflection(rng):
+    half = rng.uniform(0.1, 1.0, size=(200, 2))
+    midline = np.c_[np.zeros(78), rng.uniform(-1, 1, 78)]
+    face = np.concatenate([half, half * [-1, 1], midline])  # landmark i and i + 200 are mirror images
+    order = rng.permutation(len(face))
+    face = np.c_[face[order], np.zeros(len(face))]
+    perm = landmarks.mirror_permutation(face)
+    assert sorted(perm.tolist()) == list(range(len(face)))  # a permutation
+    np.testing.assert_array_equal(perm[perm], np.arange(len(face)))  # mirroring twice is the identity
+    mirrored = face[perm] * [-1, 1, 1]
+    np.testing.assert_allclose(mirrored, face, atol=1e-12)
+
+
+def test_mirror_augmentation_flips_half_the_faces(rng):
+    import torch
+
+    x = torch.from_numpy(rng.normal(size=(400, 478, 3)).astype(np.float32))
+    perm = torch.from_numpy(rng.permutation(478))
+    out = landmarks._augment(x, torch.Generator().manual_seed(0), perm)
+    # a mirrored face correlates with x[:, perm] * (-1, 1, 1), an unmirrored one with x itself
+    def corr(a, b):
+        return (a * b).flatten(1).sum(1) / (a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1))
+    mirrored = corr(out, x[:, perm] * torch.tensor([-1.0, 1.0, 1.0])) > corr(out, x)
+    assert 150 < int(mirrored.sum()) < 250

@@ -23,12 +23,44 @@ def test_a_folder_without_config_is_named(tmp_path):
 
 
 def test_trained_vit_is_a_model_folder_the_same_loader_opens(sample_faces, tmp_path):
-    cfg = vit.ViTTrainConfig(hidden_size=32, layers=1, heads=2, epochs=1, batch_size=16)
+    cfg = vit.ViTTrainConfig(hidden_size=32, layers=1, heads=2, epochs=1, batch_size=16, device="cpu")
     card = vit.train(sample_faces.images, sample_faces.labels, sample_faces.images[:14], sample_faces.labels[:14], cfg,
                      tmp_path / "vit", log=lambda *_: None)
+    assert card["teacher"] is None
     assert (tmp_path / "vit" / "config.json").is_file() and (tmp_path / "vit" / "preprocessor_config.json").is_file()
     model, processor = vit.load(str(tmp_path / "vit"))
     p = vit.predict_proba(model, processor, sample_faces.images[:5])
     assert p.shape == (5, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
     assert label_index(model.config.id2label).tolist() == list(range(len(CLASSES)))
     assert 0 <= card["val_accuracy"] <= 1
+
+
+def test_distillation_loss_mixes_labels_and_teacher():
+    import torch
+    import torch.nn.functional as F
+
+    torch.manual_seed(0)
+    student, teacher, y = torch.randn(8, 7), torch.randn(8, 7), torch.randint(0, 7, (8,))
+    ce = F.cross_entropy(student, y)
+    assert torch.allclose(vit.distillation_loss(student, None, y, 0.7, 4.0, 0.0), ce)
+    assert torch.allclose(vit.distillation_loss(student, teacher, y, 0.0, 4.0, 0.0), ce)
+    # a student that equals its teacher pays only the label term
+    assert torch.allclose(vit.distillation_loss(teacher, teacher, y, 0.5, 2.0, 0.0), 0.5 * F.cross_entropy(teacher, y), atol=1e-6)
+    kl = F.kl_div(F.log_softmax(student / 2, 1), F.softmax(teacher / 2, 1), reduction="batchmean")
+    assert torch.allclose(vit.distillation_loss(student, teacher, y, 1.0, 2.0, 0.0), 4 * kl, atol=1e-5)
+
+
+def test_distilled_vit_names_its_teacher(sample_faces, tmp_path):
+    import torch
+
+    from fer_helpers import cnn
+    from fer_helpers.io import save_weights
+
+    torch.manual_seed(0)
+    teacher = tmp_path / "teacher.safetensors"
+    save_weights(teacher, cnn.CompactCNN(width=4).state_dict(), {"config": {"width": 4}, "arch": "CompactCNN", "val_accuracy": 0.5})
+    cfg = vit.ViTTrainConfig(hidden_size=16, layers=1, heads=2, epochs=1, batch_size=16, device="cpu", teacher=str(teacher))
+    card = vit.train(sample_faces.images, sample_faces.labels, sample_faces.images[:14], sample_faces.labels[:14], cfg,
+                     tmp_path / "vit", log=lambda *_: None)
+    assert card["teacher"] == {"weights": "teacher.safetensors", "arch": "CompactCNN", "width": 4, "val_accuracy": 0.5}
+    assert np.array(card["confusion_matrix"]).sum() == 14
