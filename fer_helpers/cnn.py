@@ -133,15 +133,8 @@ def to_tensor(images: np.ndarray | torch.Tensor) -> torch.Tensor:
     return x.float().div_(127.5).sub_(1).unsqueeze(1)
 
 
-def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
-          cfg: CNNTrainConfig, out: Path, checkpoint: Path | None = None, resume: bool = False,
-          progress: bool = False, log=print) -> dict:
-    """Train through the project's loop; keep the weights (raw or EMA) with the best centre-crop accuracy
-    on the validation set, then score them with ten-crop TTA for the card."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
-    from .io import save_weights
-
+def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndarray) -> training.Recipe:
+    """The CNN's part of the loop: the network, batched augmentation, mixup/label-smoothing loss, centre-crop validation."""
     torch.manual_seed(cfg.seed)
     model = CompactCNN(cfg.width, dropout=cfg.dropout)
     device = cfg.resolved_device()
@@ -156,22 +149,29 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     def validate(m: nn.Module) -> dict[str, float]:
         return {"score": _centre_accuracy(m, val_x.to(device), val_y.to(device))}
 
-    fit_fields = {f for f in training.FitConfig.__dataclass_fields__}
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in fit_fields}
-    result = training.fit(model, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)),
-                          prepare, loss, validate, cfg, checkpoint=checkpoint, resume=resume, recipe=recipe,
-                          progress=progress, log=log)
+    return training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg))
+
+
+def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+          cfg: CNNTrainConfig, out: Path, checkpoint: Path | None = None, resume: bool = False,
+          progress: bool = False, log=print) -> dict:
+    """Train through the project's loop; keep the weights (raw or EMA) with the best centre-crop accuracy
+    on the validation set, then score them with ten-crop TTA for the card."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from .io import save_weights
+
+    recipe = make_recipe(cfg, val_images, val_labels)
+    result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
+                          checkpoint=checkpoint, resume=resume, progress=progress, log=log)
+    device = result.device
     proba = predict_proba(result.model.float(), val_images, device, tta="ten_crop")
     pred = proba.argmax(1)
-    card = {"config": asdict(cfg), "arch": "CompactCNN", "best_epoch": result.best_epoch, "kept_weights": result.best_source,
-            "val_centre_accuracy": result.best_score, "val_accuracy": accuracy_score(val_labels, pred),
-            "val_macro_f1": f1_score(val_labels, pred, average="macro"), "val_tta": "ten_crop",
-            "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
+    card = {"config": asdict(cfg), "arch": "CompactCNN", "val_centre_accuracy": result.best_score,
+            "val_accuracy": accuracy_score(val_labels, pred), "val_macro_f1": f1_score(val_labels, pred, average="macro"),
+            "val_tta": "ten_crop", "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
             "labels": list(CLASSES), "train_images": int(len(train_images)), "val_images": int(len(val_images)),
-            "device": result.device, "precision": result.precision, "threads": torch.get_num_threads(),
-            "cpu": training.cpu_name() if result.device == "cpu" else torch.cuda.get_device_name(),
-            "torch": torch.__version__, "train_seconds": result.train_seconds,
-            "images_per_second": result.images_per_second, "epochs_run": len(result.history)}
+            **training.run_facts(result)}
     save_weights(out, result.model.state_dict(), card)
     return card | {"history": result.history}
 

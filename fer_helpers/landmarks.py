@@ -205,24 +205,24 @@ class LandmarkGCN(nn.Module):
         self.head = nn.Linear(2 * dim, len(CLASSES))
 
     def propagate(self, h: torch.Tensor) -> torch.Tensor:
-        """``A_hat @ h`` for a batch (B, 478, D) with one sparse product: nodes first, batch and features folded."""
-        b, n, d = h.shape
-        out = torch.sparse.mm(self.adj, h.transpose(0, 1).reshape(n, b * d).float())
-        return out.reshape(n, b, d).transpose(0, 1).to(h.dtype)
+        """``A_hat @ h`` for node-major features (478, B, D): one sparse product, no transposes."""
+        n, b, d = h.shape
+        return torch.sparse.mm(self.adj, h.reshape(n, b * d).float()).reshape(n, b, d).to(h.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = F.relu(self.inp(x) + self.node)
+        # node-major (478, B, D) throughout: the graph products then need no copies
+        h = F.relu(self.inp(x.transpose(0, 1)) + self.node[:, None, :])
         for conv, norm in zip(self.convs, self.norms):
             h = h + self.drop(F.relu(norm(self.propagate(conv(h)))))  # residual graph convolution
-        return self.head(torch.cat([h.mean(1), h.amax(1)], dim=1))
+        return self.head(torch.cat([h.mean(0), h.amax(0)], dim=1))
 
 
 ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransformer, "landmark_gcn": LandmarkGCN}
 #: each model's size options (keyword arguments of its class), as trained for the shipped weights
 MODEL_OPTIONS: dict[str, dict[str, int | float]] = {
     "landmark_mlp": {"hidden": 512, "dropout": 0.3},
-    "landmark_transformer": {"dim": 128, "layers": 4, "heads": 4, "regions": 64, "dropout": 0.1},
-    "landmark_gcn": {"dim": 96, "layers": 4, "dropout": 0.1},
+    "landmark_transformer": {"dim": 96, "layers": 3, "heads": 4, "regions": 32, "dropout": 0.1},
+    "landmark_gcn": {"dim": 64, "layers": 3, "dropout": 0.0},  # dropout on (478, B, D) costs a fifth of a step
 }
 DEFAULT_EPOCHS = {"landmark_mlp": 60, "landmark_transformer": 60, "landmark_gcn": 40}
 
@@ -290,23 +290,14 @@ def _accuracy_counting_missing(model: nn.Module, points: np.ndarray, labels: np.
     return float((pred == labels).mean())
 
 
-def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray, cfg: LandmarkTrainConfig,
-          out: Path, checkpoint: Path | None = None, resume: bool = False, progress: bool = False, log=print) -> dict:
-    """Train through the project's loop on the faces with landmarks; select by validation accuracy counting
-    faces without landmarks as wrong."""
-    from sklearn.metrics import confusion_matrix, f1_score
-
-    from .io import save_weights
-
+def make_recipe(cfg: LandmarkTrainConfig, points: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray) -> training.Recipe:
+    """A landmark model's part of the loop; ``points``: the training faces' landmarks (all found)."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown landmark model {cfg.arch!r}; use one of {sorted(ARCHS)}")
     torch.manual_seed(cfg.seed)
-    found = ~np.isnan(points[:, 0, 0])
-    x_all = torch.from_numpy(normalise(points[found]))
-    y_all = torch.from_numpy(labels[found].astype(np.int64))
     options = MODEL_OPTIONS[cfg.arch]
     model = ARCHS[cfg.arch](**options)
-    mean_face = x_all.mean(0).numpy()
+    mean_face = normalise(points).mean(0)
     if hasattr(model, "set_regions"):  # the transformer's tokens: regions of the mean training face
         model.set_regions(mean_face, cfg.seed)
     mirror = torch.from_numpy(mirror_permutation(mean_face)) if cfg.mirror else None
@@ -320,24 +311,32 @@ def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_la
     def validate(m):
         return {"score": _accuracy_counting_missing(m, val_points, val_labels)}
 
-    fit_fields = set(training.FitConfig.__dataclass_fields__)
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in fit_fields} | {"model": options}
-    result = training.fit(model, x_all, y_all, prepare, loss, validate, cfg, checkpoint=checkpoint, resume=resume,
-                          recipe=recipe, progress=progress, log=lambda m: log(f"{cfg.arch} {m}"))
+    return training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg) | {"model": options})
+
+
+def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray, cfg: LandmarkTrainConfig,
+          out: Path, checkpoint: Path | None = None, resume: bool = False, progress: bool = False, log=print) -> dict:
+    """Train through the project's loop on the faces with landmarks; select by validation accuracy counting
+    faces without landmarks as wrong."""
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from .io import save_weights
+
+    found = ~np.isnan(points[:, 0, 0])
+    recipe = make_recipe(cfg, points[found], val_points, val_labels)
+    result = training.fit(recipe, torch.from_numpy(normalise(points[found])), torch.from_numpy(labels[found].astype(np.int64)),
+                          cfg, checkpoint=checkpoint, resume=resume, progress=progress, log=lambda m: log(f"{cfg.arch} {m}"))
+    options = recipe.options["model"]
     proba = predict_proba(result.model, val_points)
     pred = np.where(np.isnan(proba[:, 0]), -1, np.nan_to_num(proba).argmax(1))
-    card = {"config": asdict(cfg), "model": options, "best_epoch": result.best_epoch, "kept_weights": result.best_source,
-            "val_accuracy": float((pred == val_labels).mean()),
+    card = {"config": asdict(cfg), "model": options, "val_accuracy": float((pred == val_labels).mean()),
             "val_macro_f1": f1_score(val_labels, pred, labels=range(len(CLASSES)), average="macro"),
             "confusion_matrix": confusion_matrix(val_labels, np.where(pred < 0, len(CLASSES), pred),
                                                  labels=range(len(CLASSES) + 1))[: len(CLASSES)].tolist(),
             "confusion_last_column": "faces without landmarks",
             "train_faces": int(found.sum()), "train_faces_without_landmarks": int((~found).sum()),
             "val_faces": int(len(val_labels)), "val_faces_without_landmarks": int(np.isnan(val_points[:, 0, 0]).sum()),
-            "labels": list(CLASSES), "device": result.device, "precision": result.precision,
-            "threads": torch.get_num_threads(), "cpu": training.cpu_name(), "torch": torch.__version__,
-            "train_seconds": result.train_seconds, "images_per_second": result.images_per_second,
-            "epochs_run": len(result.history)}
+            "labels": list(CLASSES), **training.run_facts(result)}
     save_weights(out, result.model.state_dict(), card)
     return card | {"history": result.history}
 

@@ -70,6 +70,23 @@ Validate = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass
+class Recipe:
+    """What a model contributes to the loop: its module, how a stored batch becomes inputs and targets,
+    its loss, how it is validated, and its own settings (recorded in checkpoints and cards)."""
+
+    model: nn.Module
+    prepare: Prepare
+    loss: Loss
+    validate: Validate
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+def recipe_options(cfg: Any) -> dict[str, Any]:
+    """The fields of a model's training config that are its own, not the loop's."""
+    return {k: v for k, v in asdict(cfg).items() if k not in FitConfig.__dataclass_fields__}
+
+
+@dataclass
 class FitResult:
     model: nn.Module  # holds the kept weights (raw or EMA, whichever validated better), in eval mode
     best_epoch: int
@@ -93,6 +110,15 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def run_facts(result: "FitResult") -> dict[str, Any]:
+    """What a model card records about how a run went: where, how fast, how long, which epoch was kept."""
+    return {"best_epoch": result.best_epoch, "kept_weights": result.best_source, "epochs_run": len(result.history),
+            "device": result.device, "precision": result.precision, "threads": torch.get_num_threads(),
+            "hardware": cpu_name() if result.device == "cpu" else torch.cuda.get_device_name(),
+            "torch": torch.__version__, "train_seconds": result.train_seconds,
+            "images_per_second": result.images_per_second}
 
 
 def bf16_native(device: str) -> bool:
@@ -176,14 +202,14 @@ def _config_mismatch(saved: dict, cfg: dict) -> list[str]:
     return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in cfg.items() if k not in ("device", "threads") and saved.get(k) != v]
 
 
-def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, prepare: Prepare, loss: Loss,
-        validate: Validate, cfg: FitConfig, checkpoint: Path | None = None, resume: bool = False,
-        recipe: dict[str, Any] | None = None, progress: bool = True, log: Callable[[str], None] = print) -> FitResult:
-    """Train ``model`` on (``train_x``, ``train_y``) and return it holding the best validated weights.
+def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitConfig, checkpoint: Path | None = None,
+        resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> FitResult:
+    """Train ``recipe.model`` on (``train_x``, ``train_y``) and return it holding the best validated weights.
 
     ``checkpoint``: file written after every epoch; with ``resume`` an existing one is continued (its
-    configuration, and ``recipe``, the caller's own options, must be the same as this run's).
+    configuration, the recipe's options included, must be the same as this run's).
     """
+    model, prepare, loss, validate = recipe.model, recipe.prepare, recipe.loss, recipe.validate
     from tqdm.auto import tqdm
 
     device = cfg.resolved_device()
@@ -200,7 +226,7 @@ def fit(model: nn.Module, train_x: torch.Tensor, train_y: torch.Tensor, prepare:
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
-    run_config = {**asdict(cfg), "recipe": recipe or {}, "train_examples": len(train_x)}
+    run_config = {**asdict(cfg), "recipe": recipe.options, "train_examples": len(train_x)}
     best: dict[str, Any] = {"score": -math.inf, "epoch": 0, "source": "raw", "state": None}
     history: list[dict[str, Any]] = []
     start_epoch, seconds_before = 0, 0.0

@@ -133,13 +133,10 @@ def distillation_loss(student_logits, teacher_logits, targets, alpha: float, tem
     return (1 - alpha) * ce + alpha * t * t * kl
 
 
-def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
-          cfg: ViTTrainConfig, out_dir: Path, checkpoint: Path | None = None, resume: bool = False,
-          progress: bool = False, log=print) -> dict:
-    """Train a ViT through the project's loop (distilled from ``cfg.teacher`` when set); keep the weights
-    with the best validation accuracy and save them as a Hugging Face model folder with its card."""
+def make_recipe(cfg: ViTTrainConfig, val_images: np.ndarray, val_labels: np.ndarray):
+    """The ViT's part of the loop (model, augmentation, distillation loss, validation), its image processor,
+    and the teacher's card (``{}`` without a teacher)."""
     import torch
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     from . import cnn
     from .compute import for_inference
@@ -174,26 +171,31 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
                           for s in range(0, len(val_x), 512)])
         return {"score": float((pred.numpy() == val_labels).mean())}
 
-    fit_fields = set(training.FitConfig.__dataclass_fields__)
-    recipe = {k: v for k, v in asdict(cfg).items() if k not in fit_fields}
-    result = training.fit(model, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)),
-                          prepare, loss, validate, cfg, checkpoint=checkpoint, resume=resume, recipe=recipe,
-                          progress=progress, log=log)
+    return training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg)), processor, teacher_card
+
+
+def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+          cfg: ViTTrainConfig, out_dir: Path, checkpoint: Path | None = None, resume: bool = False,
+          progress: bool = False, log=print) -> dict:
+    """Train a ViT through the project's loop (distilled from ``cfg.teacher`` when set); keep the weights
+    with the best validation accuracy and save them as a Hugging Face model folder with its card."""
+    import torch
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    recipe, processor, teacher_card = make_recipe(cfg, val_images, val_labels)
+    result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
+                          checkpoint=checkpoint, resume=resume, progress=progress, log=log)
+    device = result.device
     kept = result.model.float().to(memory_format=torch.contiguous_format)
     pred = predict_proba(kept, processor, val_images, device).argmax(1)
-    card = {"config": asdict(cfg), "arch": "ViTForImageClassification", "best_epoch": result.best_epoch,
-            "kept_weights": result.best_source, "val_accuracy": accuracy_score(val_labels, pred),
+    card = {"config": asdict(cfg), "arch": "ViTForImageClassification", "val_accuracy": accuracy_score(val_labels, pred),
             "val_macro_f1": f1_score(val_labels, pred, average="macro"),
             "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
             "labels": list(CLASSES), "parameters": int(sum(p.numel() for p in kept.parameters())),
             "teacher": ({"weights": Path(cfg.teacher).name, "arch": teacher_card.get("arch", "CompactCNN"),
                          "width": teacher_card.get("config", {}).get("width"),
-                         "val_accuracy": teacher_card.get("val_accuracy")} if teacher is not None else None),
-            "train_images": int(len(train_images)), "val_images": int(len(val_images)),
-            "device": result.device, "precision": result.precision, "threads": torch.get_num_threads(),
-            "cpu": training.cpu_name() if result.device == "cpu" else torch.cuda.get_device_name(),
-            "torch": torch.__version__, "train_seconds": result.train_seconds,
-            "images_per_second": result.images_per_second, "epochs_run": len(result.history)}
+                         "val_accuracy": teacher_card.get("val_accuracy")} if teacher_card else None),
+            "train_images": int(len(train_images)), "val_images": int(len(val_images)), **training.run_facts(result)}
     out_dir.mkdir(parents=True, exist_ok=True)
     kept.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)

@@ -40,8 +40,8 @@ TINY_RUN = textwrap.dedent("""
     def log(msg):
         if msg.startswith(f"epoch {kill_after + 1}/"):
             os.kill(os.getpid(), signal.SIGKILL)
-    res = training.fit(model, x, y, prepare, loss, validate, cfg, checkpoint=out / "ck.pt", resume=resume,
-                       progress=False, log=log)
+    res = training.fit(training.Recipe(model, prepare, loss, validate), x, y, cfg, checkpoint=out / "ck.pt",
+                       resume=resume, progress=False, log=log)
     torch.save({"kept": res.model.state_dict(), "best_epoch": res.best_epoch}, out / "result.pt")
 """)
 
@@ -76,9 +76,10 @@ def _tiny_fit(tmp_path, resume=False, **cfg):
     x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 2, (40,))
     model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
     options = {"epochs": 2, "batch_size": 16, "device": "cpu", "precision": "fp32"} | cfg
-    return training.fit(model, x, y, lambda a, b, g: (a, b), lambda m, i, t, g: nn.functional.cross_entropy(m(i), t),
-                        lambda m: {"score": 0.5}, training.FitConfig(**options), checkpoint=tmp_path / "ck.pt",
-                        resume=resume, progress=False, log=lambda _: None)
+    recipe = training.Recipe(model, lambda a, b, g: (a, b), lambda m, i, t, g: nn.functional.cross_entropy(m(i), t),
+                             lambda m: {"score": 0.5})
+    return training.fit(recipe, x, y, training.FitConfig(**options), checkpoint=tmp_path / "ck.pt", resume=resume,
+                        progress=False, log=lambda _: None)
 
 
 def test_resume_refuses_a_checkpoint_made_with_other_settings(tmp_path):
