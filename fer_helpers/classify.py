@@ -135,8 +135,12 @@ def create(name: str, ctx: ClassifyContext) -> Classifier:
 
 # ---- the classifiers ----------------------------------------------------------------------------
 
+#: the ensemble's members (CNNs of different seeds or widths), in models/cnn/
+ENSEMBLE_MEMBERS = ("cnn.safetensors", "cnn_seed1.safetensors")
+
 DEFAULT_WEIGHTS = {
     "cnn": MODELS_DIR / "cnn" / "cnn.safetensors",
+    "cnn_ensemble": ",".join(str(MODELS_DIR / "cnn" / f) for f in ENSEMBLE_MEMBERS),  # comma-separated files
     "vit_fer2013": MODELS_DIR / "vit_fer2013",
     "vit_hub": "trpakov/vit-face-expression",
     "landmark_mlp": MODELS_DIR / "landmarks" / "landmark_mlp.safetensors",
@@ -147,8 +151,53 @@ DEFAULT_WEIGHTS = {
 }
 
 
+def card_of(name: str, weights: str | Path | None = None) -> dict:
+    """The model card that ``name``'s weights (default: the shipped ones) carry, ``{}`` where there is none:
+    the safetensors header of a weights file, ``training.json`` in a model folder, ``ensemble.json`` beside
+    an ensemble's first member."""
+    import json
+
+    from .io import read_card
+
+    target = str(weights if weights is not None else DEFAULT_WEIGHTS.get(name, ""))
+    if name == "cnn_ensemble":
+        target = str(Path(target.split(",")[0]).with_name("ensemble.json"))
+    path = Path(target)
+    try:
+        if path.is_dir() and (path / "training.json").is_file():
+            return json.loads((path / "training.json").read_text())
+        if path.suffix == ".json" and path.is_file():
+            return json.loads(path.read_text())
+        if path.suffix == ".safetensors" and path.is_file():
+            return read_card(path)
+    except (OSError, ValueError):  # unreadable: the loader says why when the model is used
+        pass
+    return {}
+
+
+def card_summary(name: str) -> str:
+    """One line for ``fer-study classifiers``: the shipped model's PublicTest accuracy from its card."""
+    card = card_of(name)
+    if "val_accuracy" not in card:
+        return "no card (not trained or not shipped)"
+    tta = f", {card['val_tta']} TTA" if card.get("val_tta") else ""
+    return f"PublicTest {card['val_accuracy']:.1%}{tta}"
+
+
 def _weights(name: str, ctx: ClassifyContext) -> str:
     return str((ctx.weights or {}).get(name, DEFAULT_WEIGHTS[name]))
+
+
+def _load_cnn(name: str, path: str, ctx: ClassifyContext):
+    """(model for Grad-CAM, fused inference copy, card) of one CNN weights file, or :class:`ClassifierUnavailable`."""
+    from . import cnn
+    from .compute import for_inference
+
+    try:
+        model, card = cnn.load(path, ctx.device)
+    except (FileNotFoundError, ValueError) as e:
+        raise ClassifierUnavailable(name, str(e).split(":")[0], "train it: python -m fer_helpers.cnn --help") from None
+    return model, for_inference(model, ctx.device), card
 
 
 @register("cnn", "cnn")
@@ -158,21 +207,36 @@ class CNNClassifier(Classifier):
     labels = CLASSES
 
     def __init__(self, ctx: ClassifyContext):
-        from . import cnn
-
-        from .compute import for_inference
-
-        try:
-            self.model, self.card = cnn.load(_weights("cnn", ctx), ctx.device)
-        except (FileNotFoundError, ValueError) as e:
-            raise ClassifierUnavailable("cnn", str(e).split(":")[0], "train it: python -m fer_helpers.cnn --help") from None
-        self.fast = for_inference(self.model, ctx.device)  # self.model stays unfused for Grad-CAM
+        # self.model stays unfused for Grad-CAM; self.fast is the BatchNorm-folded inference copy
+        self.model, self.fast, self.card = _load_cnn("cnn", _weights("cnn", ctx), ctx)
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import cnn
 
         return cnn.predict_proba(self.fast, images, self.device, self.batch_size, self.tta)
+
+
+@register("cnn_ensemble", "cnn")
+class CNNEnsemble(Classifier):
+    """Mean probability of several project CNNs (different seeds or widths), each with the same TTA."""
+
+    labels = CLASSES
+
+    def __init__(self, ctx: ClassifyContext):
+        paths = [p.strip() for p in _weights("cnn_ensemble", ctx).split(",") if p.strip()]
+        if len(paths) < 2:
+            raise ClassifierUnavailable("cnn_ensemble", f"an ensemble needs at least two CNN weights files, got {paths}",
+                                        "set classification.weights.cnn_ensemble to a comma-separated list of files")
+        loaded = [_load_cnn("cnn_ensemble", p, ctx) for p in paths]
+        self.members = [fast for _, fast, _ in loaded]
+        self.model, self.card = loaded[0][0], {"members": [c for _, _, c in loaded], "files": paths}
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
+
+    def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
+        from . import cnn
+
+        return np.mean([cnn.predict_proba(m, images, self.device, self.batch_size, self.tta) for m in self.members], axis=0)
 
 
 class _Transfer(Classifier):

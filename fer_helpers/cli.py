@@ -90,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .registry import doc_line
 
             for name, cls in sorted(classify.REGISTRY.items()):
-                print(f"{name:22s} {cls.family:10s} {doc_line(cls)}")
+                print(f"{name:22s} {cls.family:10s} {classify.card_summary(name):38s} {doc_line(cls)}")
             return 0
         if a.cmd == "score":
             from pathlib import Path

@@ -194,9 +194,35 @@ def by_condition(metrics: pd.DataFrame, classifier: str, value: str = "accuracy"
     return t.reindex(index=order, columns=cols)
 
 
-def headline(metrics: pd.DataFrame) -> pd.DataFrame:
+#: a classifier whose clean accuracy is less than this far above the majority-class rate is marked weak
+WEAK_MARGIN = 0.10
+WEAK_MARK = "weak: near chance"
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """The accuracy of always answering the most frequent class of these faces."""
+    labels = np.asarray(labels)
+    return float(np.bincount(labels, minlength=len(CLASSES)).max() / len(labels)) if len(labels) else float("nan")
+
+
+def weak_classifiers(metrics: pd.DataFrame, labels: np.ndarray) -> set[str]:
+    """Classifiers whose clean accuracy is within :data:`WEAK_MARGIN` of the majority-class rate of ``labels``:
+    what they do under degradation or restoration says little about models people use."""
+    floor = majority_rate(labels) + WEAK_MARGIN
+    clean = metrics[(metrics["condition"] == "clean") & (metrics["restorer"] == "none")]
+    return set(clean.loc[clean["accuracy"] < floor, "classifier"])
+
+
+def shown(classifier: str, weak: set[str]) -> str:
+    """The classifier's name as figures show it: with the weak mark where it applies."""
+    return f"{classifier} ({WEAK_MARK})" if classifier in weak else classifier
+
+
+def headline(metrics: pd.DataFrame, labels: np.ndarray | None = None) -> pd.DataFrame:
     """Per classifier: accuracy / macro-F1 / kappa on clean faces, mean accuracy over the degraded presets
-    unrestored, and with the restorer that is best on average (the same restorer for every preset)."""
+    unrestored, and with the restorer that is best on average (the same restorer for every preset).
+    With the clean faces' ``labels``, also the majority-class rate and the weak mark."""
+    weak = weak_classifiers(metrics, labels) if labels is not None else set()
     rows = []
     for clf, m in metrics.groupby("classifier", sort=False):
         clean = m[(m["condition"] == "clean") & (m["restorer"] == "none")].iloc[0]
@@ -210,6 +236,8 @@ def headline(metrics: pd.DataFrame) -> pd.DataFrame:
             "best restorer on average": best.idxmax() if len(best) else "",
             "restored accuracy (mean over presets)": best.max() if len(best) else np.nan,
             "faces without an answer (clean)": int(clean["no_answer"]),
+            **({"majority-class rate": majority_rate(labels), "note": WEAK_MARK if clf in weak else ""}
+               if labels is not None else {}),
         })
     return pd.DataFrame(rows)
 

@@ -182,12 +182,12 @@ class EMA:
     def update(self, model: nn.Module, step: int) -> None:
         # warm-up of the decay (as in timm/TF): early averages do not drag in the random initialisation
         d = min(self.decay, (1 + step) / (10 + step))
-        for e, m in zip(self.module.state_dict().values(), model.state_dict().values()):
-            if e.is_sparse:  # a constant (e.g. a graph's adjacency)
-                continue
-            if e.dtype.is_floating_point:
-                e.lerp_(m, 1 - d)
-            else:
+        pairs = [(e, m) for e, m in zip(self.module.state_dict().values(), model.state_dict().values())
+                 if not e.is_sparse]  # sparse buffers are constants (e.g. a graph's adjacency)
+        floats = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
+        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1 - d)  # one fused call, not one per tensor
+        for e, m in pairs:
+            if not e.dtype.is_floating_point:
                 e.copy_(m)
 
 

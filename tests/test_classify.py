@@ -66,3 +66,49 @@ def test_condition_keys_score_every_preset_unrestored_and_the_restored_grid_only
     keys = scoring.condition_keys(run, ["auto"], None, ["seeds"])
     assert keys == ["none|clean", "auto|clean", "none|seed003_low", "auto|seed003_low", "none|noise_5", "none|blur_1"]
     assert scoring.condition_keys(run, None, ["noise_sweep"]) == ["none|clean", "auto|clean", "unet|clean", "none|noise_5", "auto|noise_5", "unet|noise_5"]
+
+
+def test_classifiers_near_the_majority_rate_are_marked_weak():
+    import pandas as pd
+
+    from fer_helpers import scoring
+
+    labels = np.array([3] * 50 + [0] * 30 + [4] * 20)  # always "happy" scores 50%
+    assert scoring.majority_rate(labels) == 0.5
+    rows = [{"classifier": c, "family": "cnn", "restorer": "none", "condition": "clean", "faces": 100, "accuracy": a,
+             "macro_f1": a, "kappa": 0.0, "no_answer": 0} for c, a in [("strong", 0.60), ("weak", 0.59), ("chance", 0.40)]]
+    rows += [dict(r, condition="jpeg_10", accuracy=r["accuracy"] - 0.1) for r in rows]
+    metrics = pd.DataFrame(rows)
+    assert scoring.weak_classifiers(metrics, labels) == {"weak", "chance"}
+    head = scoring.headline(metrics, labels).set_index("classifier")
+    assert head.loc["weak", "note"] == "weak: near chance" and head.loc["strong", "note"] == ""
+    assert head.loc["strong", "majority-class rate"] == 0.5
+    assert scoring.shown("weak", {"weak"}) == "weak (weak: near chance)" and scoring.shown("strong", {"weak"}) == "strong"
+    assert "note" not in scoring.headline(metrics).columns  # without labels, no mark is claimed
+
+
+def test_cnn_ensemble_averages_its_members_and_names_a_missing_one(sample_faces, tmp_path):
+    import torch
+
+    from fer_helpers import cnn
+    from fer_helpers.io import save_weights
+
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"m{seed}.safetensors")
+        save_weights(files[-1], cnn.CompactCNN(width=4).state_dict(), {"config": {"width": 4}, "val_accuracy": 0.5})
+    ctx = classify.ClassifyContext(tta="flip", weights={"cnn_ensemble": ",".join(map(str, files))})
+    ens = classify.create("cnn_ensemble", ctx)
+    faces = sample_faces.images[:6]
+    members = [classify.create("cnn", classify.ClassifyContext(tta="flip", weights={"cnn": str(f)})).predict_proba(faces)
+               for f in files]
+    assert not np.allclose(members[0], members[1])
+    np.testing.assert_allclose(ens.predict_proba(faces), np.mean(members, axis=0), atol=1e-6)
+    ctx.weights["cnn_ensemble"] = f"{files[0]},{tmp_path / 'missing.safetensors'}"
+    with pytest.raises(classify.ClassifierUnavailable, match="missing.safetensors"):
+        classify.create("cnn_ensemble", ctx)
+    ctx.weights["cnn_ensemble"] = str(files[0])
+    with pytest.raises(classify.ClassifierUnavailable, match="at least two"):
+        classify.create("cnn_ensemble", ctx)
+    assert classify.card_of("cnn", files[0])["val_accuracy"] == 0.5
