@@ -306,9 +306,9 @@ class _Landmarks(Classifier):
         from . import landmarks
 
         try:
-            self.model, self.card = landmarks.load(_weights(self.name, ctx))
+            self.model, self.card = landmarks.load(_weights(self.name, ctx), self.name)
         except (FileNotFoundError, ValueError) as e:
-            raise ClassifierUnavailable(self.name, str(e).split(":")[0], "train them: python -m fer_helpers.landmarks --help") from None
+            raise ClassifierUnavailable(self.name, str(e), "train them: python -m fer_helpers.landmarks --help") from None
         self.task = (ctx.weights or {}).get("landmarker")
         if not self.task or not Path(self.task).is_file():
             raise ClassifierUnavailable(self.name, f"MediaPipe face_landmarker.task not found ({self.task})",

@@ -341,7 +341,9 @@ def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_la
     return card | {"history": result.history}
 
 
-def load(path: str | Path) -> tuple[nn.Module, dict]:
+def load(path: str | Path, arch: str | None = None) -> tuple[nn.Module, dict]:
+    """The model in ``path`` and its card; with ``arch``, the file must hold that model (never another one
+    scored under the requested name)."""
     from safetensors.torch import load_file
 
     from .io import read_card
@@ -350,10 +352,15 @@ def load(path: str | Path) -> tuple[nn.Module, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"landmark model weights {path} not found: train them with `python -m fer_helpers.landmarks`")
     card = read_card(path)
-    model = ARCHS[card["config"]["arch"]](**card.get("model", {}))
+    held = card.get("config", {}).get("arch")
+    if held not in ARCHS:
+        raise ValueError(f"{path}: not a landmark model file of this project (its card names no known model)")
+    if arch is not None and held != arch:
+        raise ValueError(f"{path}: holds {held} weights, not {arch}; point the weights of {arch} at a {arch} file")
+    model = ARCHS[held](**card.get("model", {}))
     missing, unexpected = model.load_state_dict(load_file(str(path)), strict=False)
     if unexpected or missing:
-        raise ValueError(f"{path} does not hold {card['config']['arch']} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ValueError(f"{path}: does not hold {held} weights (missing {missing[:3]}, unexpected {unexpected[:3]})")
     return model.eval(), card
 
 

@@ -95,3 +95,17 @@ def test_mirror_augmentation_flips_half_the_faces(rng):
         return (a * b).flatten(1).sum(1) / (a.flatten(1).norm(dim=1) * b.flatten(1).norm(dim=1))
     mirrored = corr(out, x[:, perm] * torch.tensor([-1.0, 1.0, 1.0])) > corr(out, x)
     assert 150 < int(mirrored.sum()) < 250
+
+
+def test_a_landmark_classifier_refuses_another_models_file(rng, tmp_path, task):
+    from fer_helpers import classify
+
+    pts = rng.normal(size=(32, 478, 3)).astype(np.float32)
+    cfg = landmarks.LandmarkTrainConfig(arch="landmark_mlp", epochs=1, batch_size=16)
+    landmarks.train(pts, np.arange(32) % 7, pts[:8], np.arange(8) % 7, cfg, tmp_path / "mlp.safetensors", log=lambda *_: None)
+    with pytest.raises(ValueError, match="holds landmark_mlp weights, not landmark_gcn"):
+        landmarks.load(tmp_path / "mlp.safetensors", "landmark_gcn")
+    ctx = classify.ClassifyContext(weights={"landmark_gcn": str(tmp_path / "mlp.safetensors"), "landmarker": str(task)})
+    with pytest.raises(classify.ClassifierUnavailable, match="holds landmark_mlp weights, not landmark_gcn"):
+        classify.create("landmark_gcn", ctx)
+    assert landmarks.load(tmp_path / "mlp.safetensors", "landmark_mlp")[1]["config"]["arch"] == "landmark_mlp"
