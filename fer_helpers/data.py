@@ -374,8 +374,62 @@ def read_audit(run) -> dict[str, pd.DataFrame]:
 def fer2013_train_val(root: str | Path) -> tuple[Dataset, Dataset, int]:
     """What every training command uses: the Training split, and PublicTest for selection with Training
     duplicates and blank faces removed. Files named PrivateTest_* (the usual Kaggle test/ folder mixes them
-    in) are never read. Returns (train, validation, faces dropped from PublicTest by the audit)."""
+    in) are never read. ``root``: the Kaggle folder, or a file written by :func:`pack_train_val` (one
+    compressed array file to carry to a GPU machine). Returns (train, validation, faces dropped from
+    PublicTest by the audit)."""
+    root = Path(root)
+    if root.suffix == ".npz":
+        return _unpack_train_val(root)
     train, test = load_folder(root, "train"), load_folder(root, "test")
     public = test.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in test.ids]))
     val, dropped = drop_flagged(public, audit(public, train, 1.0), True, True)
     return train, val, len(dropped)
+
+
+def pack_train_val(root: str | Path, out: str | Path) -> Path:
+    """:func:`fer2013_train_val`'s result as one compressed ``.npz`` (uint8 faces, labels, ids), written atomically."""
+    from .io import atomic_path
+
+    train, val, dropped = fer2013_train_val(root)
+    out = Path(out)
+    with atomic_path(out) as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, train_images=train.images, train_labels=train.labels, train_ids=train.ids.astype(str),
+                            val_images=val.images, val_labels=val.labels, val_ids=val.ids.astype(str),
+                            dropped=np.array(dropped), classes=np.array(CLASSES))
+    return out
+
+
+def _unpack_train_val(path: Path) -> tuple[Dataset, Dataset, int]:
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            if tuple(z["classes"].tolist()) != tuple(CLASSES):
+                raise DataError(f"{path}: its classes {z['classes'].tolist()} are not {list(CLASSES)}")
+            train = Dataset(z["train_ids"], z["train_images"], z["train_labels"].astype(np.int64), "train")
+            val = Dataset(z["val_ids"], z["val_images"], z["val_labels"].astype(np.int64), "test")
+            return train, val, int(z["dropped"])
+    except (OSError, KeyError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{path} is not a file written by `python -m fer_helpers.data pack` ({type(e).__name__}: {e}); "
+                        "pack it again from the FER2013 folder") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fer_helpers.data pack --fer2013 DIR --out fer2013_train_val.npz``: the training commands'
+    data (Training, audited PublicTest; never PrivateTest) as one file, e.g. to carry to a GPU machine;
+    every training command's ``--fer2013`` accepts it."""
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m fer_helpers.data")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    p = sub.add_parser("pack", help="write Training + audited PublicTest as one compressed .npz")
+    p.add_argument("--fer2013", required=True)
+    p.add_argument("--out", type=Path, required=True)
+    a = ap.parse_args(argv)
+    out = pack_train_val(a.fer2013, a.out)
+    print(f"wrote {out} ({out.stat().st_size / 1e6:.1f} MB)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

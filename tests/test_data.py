@@ -110,3 +110,24 @@ def test_audit_finds_duplicates_blank_and_drop_acts_on_it():
     assert set(dropped["id"]) == {"test/1", "test/2", "test/5"}
     kept2, _ = data.drop_flagged(ev, au, drop_train_duplicates=False, drop_blank=False)
     assert len(kept2) == 6
+
+
+def test_training_data_pack_round_trips_and_never_holds_privatetest(tmp_path):
+    import shutil
+
+    from fer_helpers.paths import SAMPLE_FER2013_DIR
+
+    root = tmp_path / "fer"
+    shutil.copytree(SAMPLE_FER2013_DIR, root)
+    first = next((root / "test" / "happy").glob("PublicTest_*.jpg"))
+    shutil.copy(first, root / "test" / "happy" / "PrivateTest_1.jpg")
+    train, val, dropped = data.fer2013_train_val(root)
+    assert not any("PrivateTest" in i for i in val.ids)
+    packed = data.pack_train_val(root, tmp_path / "tv.npz")
+    train2, val2, dropped2 = data.fer2013_train_val(packed)
+    np.testing.assert_array_equal(train2.images, train.images)
+    np.testing.assert_array_equal(val2.labels, val.labels)
+    assert list(val2.ids) == list(val.ids) and dropped2 == dropped
+    (tmp_path / "bad.npz").write_bytes(b"not an array file")
+    with pytest.raises(data.DataError, match=r"bad\.npz is not a file written by .*pack it again"):
+        data.fer2013_train_val(tmp_path / "bad.npz")
