@@ -228,6 +228,23 @@ class RestorationParams(_Section):
     def _known_presets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
         return _preset_names_or_null(v)
 
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, v: dict[str, str]) -> dict[str, str]:
+        from .restore import UNET_SPECIALISTS, available_names
+
+        return _known_weight_keys(v, available_names() + [f"unet_{n}" for n in UNET_SPECIALISTS], "restoration")
+
+
+def _known_weight_keys(v: dict[str, str], known: list[str], section: str) -> dict[str, str]:
+    """A weights map's keys must name something that reads it: a typo would silently leave the default in use."""
+    for n in v:
+        if n not in known:
+            hint = difflib.get_close_matches(n, known, n=1)
+            raise ValueError(f"{section}.weights: unknown name {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                             + f"; allowed: {', '.join(sorted(known))}")
+    return v
+
 
 class ClassificationParams(_Section):
     vit: list[str] = Field(default_factory=lambda: ["vit_fer2013", "vit_hub"])
@@ -265,6 +282,13 @@ class ClassificationParams(_Section):
     @classmethod
     def _known_presets(cls, v: Optional[list[str]]) -> Optional[list[str]]:
         return _preset_names_or_null(v)
+
+    @field_validator("weights")
+    @classmethod
+    def _known_weights(cls, v: dict[str, str]) -> dict[str, str]:
+        from .classify import REGISTRY
+
+        return _known_weight_keys(v, list(REGISTRY), "classification")
 
 
 class StatisticsParams(_Section):
@@ -315,6 +339,26 @@ class StudyParams(_Section):
         if v != sorted(v):
             raise ValueError(f"notebooks must be listed in their numbered order: {sorted(v)}")
         return v
+
+    @model_validator(mode="after")
+    def _showcase_is_scored(self) -> "StudyParams":
+        """statistics.showcase_preset must be a preset the run degrades and scores: checked before anything runs,
+        not found missing in notebook 06 after all the compute."""
+        name = self.statistics.showcase_preset
+        run = [p.name for p in self.degradation.resolved_presets()]
+        scored = self.classification.presets
+        candidates = [n for n in run if scored is None or n in degrade.expand_preset_names(scored)]
+        if "showcase_preset" not in self.statistics.model_fields_set and name not in candidates and candidates:
+            # the default names a preset this run does not score: show the run's first scored preset instead
+            self.statistics.showcase_preset = name = candidates[0]
+        if name not in run:
+            hint = difflib.get_close_matches(name, run, n=1)
+            raise ValueError(f"statistics.showcase_preset {name!r} is not among degradation.presets"
+                             + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; use one of {run} or add it there")
+        if scored is not None and name not in degrade.expand_preset_names(scored):
+            raise ValueError(f"statistics.showcase_preset {name!r} is not among classification.presets; add it there "
+                             f"or choose one of {degrade.expand_preset_names(scored)}")
+        return self
 
     # ---- derived -------------------------------------------------------------------------
     def data_path(self) -> Path:

@@ -1,8 +1,8 @@
-"""Write models/README.md (the shipped classifiers' cards) from their training JSON files.
+"""Write models/README.md (the shipped classifiers' cards) from the JSON files their training commands wrote.
 
     python scripts/classifier_cards.py models/cnn/cnn.json models/vit_fer2013/training.json models/landmarks/*.json
 
-Every number comes from those files, written by the training commands; nothing is typed by hand.
+Every number comes from those files; nothing is typed by hand.
 """
 
 from __future__ import annotations
@@ -12,43 +12,66 @@ import json
 from pathlib import Path
 
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# loop options that say where a run ran, not what it learned
+NOT_RECIPE = {"seed", "device", "threads", "arch", "precision"}
+
+
+def model_name(path: Path, card: dict) -> str:
+    if path.stem == "training":
+        return path.parent.name
+    return card["config"].get("arch", path.stem)
+
+
+def row(path: Path, card: dict, hardware: str) -> str:
+    cfg = card["config"]
+    recipe = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in NOT_RECIPE and v not in ("", None))
+    if card.get("model"):
+        recipe += "; model: " + ", ".join(f"{k}={v}" for k, v in card["model"].items())
+    if card.get("teacher"):
+        t = card["teacher"]
+        recipe += f"; distilled from {t['weights']} ({t['arch']}, PublicTest {t['val_accuracy']:.4f})"
+    epochs_run = card.get("epochs_run") or len(card.get("history", [])) or cfg.get("epochs")
+    kept = f"{card['best_epoch']}" + (f", {card['kept_weights']}" if card.get("kept_weights") else "")
+    acc = f"{card['val_accuracy']:.4f}" + (f" ({card['val_tta']} TTA)" if card.get("val_tta") else "")
+    f1 = f"{card['val_macro_f1']:.4f}" if "val_macro_f1" in card else ""
+    speed = f"{card['images_per_second']:.0f}" if card.get("images_per_second") else ""
+    where = card.get("hardware", hardware) + (f", {card['precision']}" if card.get("precision") else "")
+    return (f"| {model_name(path, card)} | `{path.parent.name}/` | {recipe} | {epochs_run} of {cfg.get('epochs')} ({kept}) | {acc} | "
+            f"{f1} | {speed} | {card.get('train_seconds', 0) / 60:.0f} min | {where} |")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("cards", type=Path, nargs="+")
     ap.add_argument("--out", type=Path, default=Path("models/README.md"))
-    ap.add_argument("--hardware", default="2 CPU cores (no GPU)")
+    ap.add_argument("--hardware", default="2 CPU cores (no GPU)", help="for cards that do not record it")
     a = ap.parse_args()
     lines = [
         "# Shipped classifiers (model cards)",
         "",
-        "Trained by the project on FER2013 Training (28,709 faces, Kaggle folders); the epoch kept is the one with",
-        "the best accuracy on PublicTest (with Training duplicates and blank faces removed); PrivateTest was never",
-        "read. These are CPU-sized runs: the full-size commands (GPU) are in the project README.",
+        "Trained by the project on FER2013 Training (28,709 faces, Kaggle folders) through the one training loop",
+        "(`fer_helpers/training.py`); the weights kept are those (raw or their moving average, EMA) with the best",
+        "accuracy on PublicTest (Training duplicates and blank faces removed); PrivateTest was never read.",
+        "Columns: epochs run of planned (epoch kept, which weights); PublicTest accuracy of the kept weights;",
+        "training speed in images per second over whole epochs (data, augmentation and validation included).",
         "",
-        "| model | file | parameters | epochs (best) | PublicTest accuracy | macro-F1 | training time | hardware |",
-        "|---|---|---|---|---|---|---|---|",
+        "| model | file | recipe | epochs (kept) | PublicTest accuracy | macro-F1 | img/s | training time | hardware |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     confusions = []
     for path in a.cards:
-        c = json.loads(path.read_text())
-        cfg = c["config"]
-        name = cfg.get("arch", path.stem if path.stem != "training" else path.parent.name)
-        keys = {k: v for k, v in cfg.items() if k not in ("seed", "device", "threads", "arch")}
-        f1 = f"{c['val_macro_f1']:.4f}" if "val_macro_f1" in c else ""
-        lines.append(f"| {name} | `{path.parent.name}/` | {', '.join(f'{k}={v}' for k, v in keys.items())} | "
-                     f"{c.get('epochs_run') or len(c.get('history', [])) or cfg.get('epochs')} of {cfg.get('epochs')} ({c['best_epoch']}) | {c['val_accuracy']:.4f} | {f1} | "
-                     f"{c.get('train_seconds', 0) / 60:.0f} min | {a.hardware} |")
-        if "confusion_matrix" in c:
-            confusions.append((name, c["confusion_matrix"]))
-        if "val_faces_without_landmarks" in c:
-            lines.append(f"|  | | faces without landmarks: {c['train_faces_without_landmarks']:,} of Training, "
-                         f"{c['val_faces_without_landmarks']:,} of PublicTest (scored as wrong) | | | | | |")
-    for name, cm in confusions:
+        card = json.loads(path.read_text())
+        lines.append(row(path, card, a.hardware))
+        if "val_faces_without_landmarks" in card:
+            lines.append(f"|  | | faces without landmarks: {card['train_faces_without_landmarks']:,} of Training, "
+                         f"{card['val_faces_without_landmarks']:,} of PublicTest (scored as wrong) | | | | | | |")
+        if "confusion_matrix" in card:
+            confusions.append((model_name(path, card), card["confusion_matrix"], card.get("confusion_last_column")))
+    for name, cm, extra in confusions:
+        cols = list(CLASSES) + ([extra] if extra and len(cm[0]) > len(CLASSES) else [])
         lines += ["", f"## {name}: PublicTest confusion matrix (rows: true class, columns: predicted)", "",
-                  "| | " + " | ".join(CLASSES) + " |", "|---|" + "---|" * len(CLASSES)]
-        lines += [f"| {CLASSES[i]} | " + " | ".join(str(v) for v in row) + " |" for i, row in enumerate(cm)]
+                  "| | " + " | ".join(cols) + " |", "|---|" + "---|" * len(cols)]
+        lines += [f"| {CLASSES[i]} | " + " | ".join(str(v) for v in r) + " |" for i, r in enumerate(cm)]
     lines.append("")
     a.out.write_text("\n".join(lines))
     print(f"wrote {a.out}")

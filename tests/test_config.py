@@ -124,3 +124,25 @@ def test_training_configs_round_trip_through_their_command_line_options():
     add_config_options(ap, unet.TrainConfig, {"init": str, "max_train_images": int, "threads": int})
     assert config_from_args(unet.TrainConfig, ap.parse_args(["--impulse-switch"])).impulse_switch
     assert not config_from_args(unet.TrainConfig, ap.parse_args(["--no-impulse-switch"])).impulse_switch
+
+
+def test_weights_maps_refuse_unknown_names_with_a_suggestion():
+    with pytest.raises(ParamsError, match=r"classification\.weights: unknown name 'cnnn' \(did you mean 'cnn'\?\)"):
+        parse_params({"classification": {"weights": {"cnnn": "models/cnn/other.safetensors"}}})
+    with pytest.raises(ParamsError, match=r"restoration\.weights: unknown name 'unett' \(did you mean 'unet'\?\)"):
+        parse_params({"restoration": {"weights": {"unett": "x.safetensors"}}})
+    ok = parse_params({"restoration": {"weights": {"unet_seed003_sp": "x.safetensors", "gfpgan_v1.4": "g.pth"}},
+                       "classification": {"weights": {"cnn_ensemble": "a.safetensors,b.safetensors"}}})
+    assert ok.restoration.weights["unet_seed003_sp"] == "x.safetensors"
+
+
+def test_showcase_preset_must_be_degraded_and_scored():
+    with pytest.raises(ParamsError, match=r"statistics\.showcase_preset 'jpeg_11' is not among degradation\.presets \(did you mean 'jpeg_10'\?\)"):
+        parse_params({"degradation": {"presets": ["jpeg_10", "seed000_chain"]}, "statistics": {"showcase_preset": "jpeg_11"}})
+    with pytest.raises(ParamsError, match=r"showcase_preset 'jpeg_10' is not among classification\.presets"):
+        parse_params({"degradation": {"presets": ["jpeg_10", "seed000_chain"]}, "classification": {"presets": ["seed000_chain"]},
+                      "statistics": {"showcase_preset": "jpeg_10"}})
+    assert parse_params({"degradation": {"presets": ["jpeg_10"]}, "statistics": {"showcase_preset": "jpeg_10"}})
+    # not set, and the default is not in the run: the run's first scored preset is shown instead
+    p = parse_params({"degradation": {"presets": ["jpeg_10", "blur_3"]}, "classification": {"presets": ["blur_3"]}})
+    assert p.statistics.showcase_preset == "blur_3"
