@@ -79,9 +79,24 @@ class Dataset:
         return pd.Series(np.bincount(self.labels, minlength=len(CLASSES)), index=list(CLASSES), name=self.split)
 
 
+def high_bit_depth_to_grey(img: Image.Image) -> tuple[Image.Image, int | None]:
+    """A 16-bit or 32-bit grey image (PNG ``I;16``, ``I``, ``F``) as 8-bit grey, scaled by the smallest bit
+    depth (8 to 16) that holds its largest value, so a 10- or 12-bit face keeps its contrast instead of being
+    clipped to white by ``convert("L")``. Returns (image, bits used) or (image, None) for ordinary modes."""
+    if not (img.mode.startswith("I") or img.mode == "F"):
+        return img, None
+    arr = np.asarray(img, dtype=np.float64)
+    if arr.ndim != 2 or not np.isfinite(arr).all() or arr.min() < 0:
+        raise ValueError(f"{img.mode} image with negative or non-finite values: not a grey face")
+    bits = int(min(16, max(8, np.ceil(np.log2(arr.max() + 1)))))
+    grey = np.round(np.clip(arr, 0, 2**bits - 1) * 255 / (2**bits - 1)).astype(np.uint8)
+    return Image.fromarray(grey, mode="L"), bits
+
+
 def to_face48(img: Image.Image) -> np.ndarray:
-    """The project's face rule: luma grey, centred square crop, Lanczos resize to 48x48, ``uint8``."""
-    img = img.convert("L")
+    """The project's face rule: luma grey, centred square crop, Lanczos resize to 48x48, ``uint8``.
+    High-bit-depth grey images are scaled by their bit depth first (:func:`high_bit_depth_to_grey`)."""
+    img = high_bit_depth_to_grey(img)[0].convert("L")
     w, h = img.size
     if (w, h) != (FACE_SIZE, FACE_SIZE):
         s = min(w, h)

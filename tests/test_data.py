@@ -131,3 +131,13 @@ def test_training_data_pack_round_trips_and_never_holds_privatetest(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"not an array file")
     with pytest.raises(data.DataError, match=r"bad\.npz is not a file written by .*pack it again"):
         data.fer2013_train_val(tmp_path / "bad.npz")
+
+
+def test_sixteen_bit_grey_faces_are_scaled_by_their_bit_depth_not_clipped():
+    ten_bit = (np.arange(48 * 48).reshape(48, 48) % 1024).astype(np.uint16)
+    face = data.to_face48(Image.fromarray(ten_bit))
+    np.testing.assert_array_equal(face, np.round(ten_bit.astype(np.float64) * 255 / 1023).astype(np.uint8))
+    full = (ten_bit.astype(np.uint32) * 64).astype(np.uint16)  # the same face using all 16 bits
+    assert np.abs(data.to_face48(Image.fromarray(full)).astype(int) - face).max() <= 1
+    assert data.high_bit_depth_to_grey(Image.fromarray(ten_bit))[1] == 10
+    assert data.high_bit_depth_to_grey(Image.new("L", (4, 4)))[1] is None
