@@ -196,7 +196,7 @@ def _load_cnn(name: str, path: str, ctx: ClassifyContext):
     try:
         model, card = cnn.load(path, ctx.device)
     except (FileNotFoundError, ValueError) as e:
-        raise ClassifierUnavailable(name, str(e).split(":")[0], "train it: python -m fer_helpers.cnn --help") from None
+        raise ClassifierUnavailable(name, str(e), "train it: python -m fer_helpers.cnn --help") from None
     return model, for_inference(model, ctx.device), card
 
 

@@ -221,5 +221,11 @@ def read_card(path: str | os.PathLike) -> dict:
     """The model card stored in a safetensors header by :func:`save_weights` (``{}`` if none)."""
     from safetensors import safe_open
 
-    with safe_open(str(path), framework="pt") as f:
-        return json.loads((f.metadata() or {}).get("fer_study", "{}"))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("fer_study", "{}"))
+    except FileNotFoundError:
+        raise
+    except Exception as e:  # SafetensorError (torn, truncated, foreign file), bad JSON in the header
+        raise ValueError(f"{path}: not a readable weights file ({type(e).__name__}: {str(e).splitlines()[0][:120]}); "
+                         "replace it with a file saved by the project's training command") from None

@@ -112,3 +112,10 @@ def test_cnn_ensemble_averages_its_members_and_names_a_missing_one(sample_faces,
     with pytest.raises(classify.ClassifierUnavailable, match="at least two"):
         classify.create("cnn_ensemble", ctx)
     assert classify.card_of("cnn", files[0])["val_accuracy"] == 0.5
+
+
+def test_corrupt_cnn_weights_are_unavailable_with_the_file_named(tmp_path):
+    bad = tmp_path / "torn.safetensors"
+    bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
+    with pytest.raises(classify.ClassifierUnavailable, match=r"torn\.safetensors: not a readable weights file"):
+        classify.create("cnn", classify.ClassifyContext(weights={"cnn": str(bad)}))
