@@ -15,7 +15,13 @@ def _overrides(pairs: Sequence[str]) -> dict:
         if "=" not in p:
             raise SystemExit(f"error: --set {p!r}: expected KEY=VALUE, e.g. --set data.per_class=20")
         k, v = p.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at column {mark.column + 1}" if mark is not None else ""
+            raise SystemExit(f"error: --set {p!r}: the value is not valid YAML{where} "
+                             f"({getattr(e, 'problem', None) or e}); quote strings, e.g. --set name=\"my run\"") from None
     return out
 
 
@@ -93,9 +99,16 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"{name:22s} {cls.family:10s} {classify.card_summary(name):38s} {doc_line(cls)}")
             return 0
         if a.cmd == "score":
+            import difflib
             from pathlib import Path
 
-            from . import scoring
+            from . import classify, scoring
+
+            for name in a.classifier:
+                if name not in classify.REGISTRY:
+                    hint = difflib.get_close_matches(name, list(classify.REGISTRY), n=1)
+                    raise ValueError(f"--classifier {name!r}: unknown" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                     + f"; known: {', '.join(sorted(classify.REGISTRY))} (fer-study classifiers lists them)")
             from .config import parse_params
             from .io import RunDir
             from .paths import REPORTS_DIR
