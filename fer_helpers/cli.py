@@ -137,6 +137,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ParamsError, DataError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        # finished stages and notebooks are on disk (files are written atomically): a rerun picks up from there
+        print(f"interrupted: fer-study {a.cmd} stopped; nothing half-written was kept, and the same command "
+              "resumes from what had finished", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -21,3 +21,15 @@ def test_classifiers_listing_shows_card_accuracy(capsys):
     assert cli.main(["classifiers"]) == 0
     out = capsys.readouterr().out
     assert "cnn " in out and "PublicTest" in out and "cnn_ensemble" in out
+
+
+def test_ctrl_c_is_one_line_saying_a_rerun_resumes(monkeypatch, capsys):
+    import fer_helpers.runner as runner
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "run_study", interrupted)
+    assert cli.main(["run", str(PARAMS_DIR / "default.yaml")]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("interrupted: fer-study run stopped") and "resumes" in err and "\n" not in err
