@@ -119,3 +119,21 @@ def test_corrupt_cnn_weights_are_unavailable_with_the_file_named(tmp_path):
     bad.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(classify.ClassifierUnavailable, match=r"torn\.safetensors: not a readable weights file"):
         classify.create("cnn", classify.ClassifyContext(weights={"cnn": str(bad)}))
+
+
+def test_ensemble_card_scores_members_and_their_mean(sample_faces, tmp_path):
+    import torch
+
+    from fer_helpers import cnn, ensemble
+    from fer_helpers.io import save_weights
+
+    files = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"m{seed}.safetensors")
+        save_weights(files[-1], cnn.CompactCNN(width=4).state_dict(), {"config": {"width": 4}})
+    x, y = sample_faces.images[:20], sample_faces.labels[:20]
+    card = ensemble.ensemble_card(files, x, y, tta="flip")
+    ens = classify.create("cnn_ensemble", classify.ClassifyContext(tta="flip", weights={"cnn_ensemble": ",".join(map(str, files))}))
+    assert card["val_accuracy"] == pytest.approx(float((ens.predict_proba(x).argmax(1) == y).mean()))
+    assert len(card["member_val_accuracy"]) == 2 and np.array(card["confusion_matrix"]).sum() == 20
