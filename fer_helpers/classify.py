@@ -140,6 +140,7 @@ ENSEMBLE_MEMBERS = ("cnn.safetensors", "cnn_seed1.safetensors")
 
 DEFAULT_WEIGHTS = {
     "cnn": MODELS_DIR / "cnn" / "cnn.safetensors",
+    "cnn_robust": MODELS_DIR / "cnn" / "cnn_robust.safetensors",
     "cnn_ensemble": ",".join(str(MODELS_DIR / "cnn" / f) for f in ENSEMBLE_MEMBERS),  # comma-separated files
     "vit_fer2013": MODELS_DIR / "vit_fer2013",
     "vit_hub": "trpakov/vit-face-expression",
@@ -196,7 +197,8 @@ def _load_cnn(name: str, path: str, ctx: ClassifyContext):
     try:
         model, card = cnn.load(path, ctx.device)
     except (FileNotFoundError, ValueError) as e:
-        raise ClassifierUnavailable(name, str(e), "train it: python -m fer_helpers.cnn --help") from None
+        fix = "train it: python -m fer_helpers.cnn --help" + (" (with --degrade-p 0.5)" if name == "cnn_robust" else "")
+        raise ClassifierUnavailable(name, str(e), fix) from None
     return model, for_inference(model, ctx.device), card
 
 
@@ -215,6 +217,15 @@ class CNNClassifier(Classifier):
         from . import cnn
 
         return cnn.predict_proba(self.fast, images, self.device, self.batch_size, self.tta)
+
+
+@register("cnn_robust", "cnn")
+class RobustCNNClassifier(CNNClassifier):
+    """The project's CNN trained with the study's degradations as augmentation (the alternative to restoring)."""
+
+    def __init__(self, ctx: ClassifyContext):
+        self.model, self.fast, self.card = _load_cnn("cnn_robust", _weights("cnn_robust", ctx), ctx)
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
 
 @register("cnn_ensemble", "cnn")

@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import training
+from . import degrade, training
 from .data import CLASSES
 
 CROP = 44
@@ -113,6 +113,7 @@ class CNNTrainConfig(training.FitConfig):
     rotate: float = 10.0
     zoom: float = 0.1
     erase: float = 0.5
+    degrade_p: float = 0.0  # robust training: each face degraded with this probability (degrade.random_degradations)
 
 
 @torch.no_grad()
@@ -141,6 +142,10 @@ def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndar
     val_x, val_y = torch.from_numpy(val_images), torch.from_numpy(val_labels.astype(np.int64))
 
     def prepare(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        if cfg.degrade_p > 0:  # the study's degradations, drawn on the fly from the epoch's generator
+            rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=gen)))
+            faces, _ = degrade.random_degradations(xb.cpu().numpy(), rng, cfg.degrade_p)
+            xb = torch.from_numpy(faces).to(xb.device)
         return augment(to_tensor(xb), gen, cfg.rotate, cfg.zoom, cfg.erase), yb
 
     def loss(m: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -172,6 +177,9 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             "val_tta": "ten_crop", "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
             "labels": list(CLASSES), "train_images": int(len(train_images)), "val_images": int(len(val_images)),
             **training.run_facts(result)}
+    if cfg.degrade_p > 0:  # what the robust model was trained on: each family's severity range
+        card["degradation_mix"] = {"p": cfg.degrade_p, "families": {f: degrade.training_ranges().get(f, degrade.PRESETS[f].describe())
+                                                                    for f in degrade.AUGMENT_FAMILIES}}
     save_weights(out, result.model.state_dict(), card)
     return card | {"history": result.history}
 

@@ -208,6 +208,54 @@ PRESET_GROUPS: dict[str, tuple[str, ...]] = {
 }
 
 
+def training_ranges() -> dict[str, tuple[str, float, float]]:
+    """The severity range of each single-op family among the built-in presets: ``family -> (op, lo, hi)``.
+    Degradation as training augmentation draws from these, so a robust model sees what the study tests."""
+    out: dict[str, tuple[str, float, float]] = {}
+    for p in PRESETS.values():
+        if len(p.steps) == 1:
+            op, v = p.steps[0].op, p.steps[0].value
+            lo, hi = out.get(op, (op, v, v))[1:]
+            out[op] = (op, min(lo, v), max(hi, v))
+    return out
+
+
+#: what :func:`random_degradations` draws from: the single-op families and seed 000's chain
+AUGMENT_FAMILIES: tuple[str, ...] = ("gaussian_noise", "gaussian_blur", "jpeg", "low_resolution", "salt_and_pepper", "seed000_chain")
+
+
+def random_degradations(images: np.ndarray, rng: np.random.Generator, p: float,
+                        families: Sequence[str] = AUGMENT_FAMILIES) -> tuple[np.ndarray, list[str]]:
+    """Degrade each face of a batch with probability ``p`` by one family drawn uniformly from ``families``, at a
+    severity drawn uniformly from that family's preset range (:func:`training_ranges`; JPEG quality as an
+    integer; the chain as seed 000's preset). Returns the batch and one description per face ("" if left
+    clean). Everything comes from ``rng``: the same generator state gives the same faces."""
+    images = _as_stack(images)
+    unknown = [f for f in families if f not in AUGMENT_FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown degradation families {unknown}; allowed: {list(AUGMENT_FAMILIES)}")
+    ranges = training_ranges()
+    out, applied = images.copy(), [""] * len(images)
+    chosen = rng.random(len(images)) < p
+    picks = rng.integers(0, len(families), len(images))
+    for i in np.flatnonzero(chosen):
+        family = families[picks[i]]
+        face_rng = np.random.default_rng(rng.integers(0, 2**63))
+        if family == "seed000_chain":
+            steps = PRESETS["seed000_chain"].steps
+        else:
+            op, lo, hi = ranges[family]
+            value = face_rng.uniform(lo, hi)
+            steps = (Step(op, float(round(value)) if op == "jpeg" else float(value)),)
+        face = out[i : i + 1]
+        for step in steps:
+            fn, pname, _ = OPS[step.op]
+            face = fn(face, [face_rng], **{pname: step.value})
+        out[i] = face[0]
+        applied[i] = " -> ".join(step.describe() for step in steps)
+    return out, applied
+
+
 def make_preset(name: str, steps: Iterable[dict[str, Any]], family: str | None = None, severity: float = 1.0) -> Preset:
     """Build a custom preset from ``[{"op": "jpeg", "value": 30}, ...]`` (as written in a parameter file)."""
     built = tuple(Step(s["op"], float(s["value"])) for s in steps)

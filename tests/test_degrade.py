@@ -108,3 +108,49 @@ def test_pair_metrics_match_scikit_image(sample_faces):
     assert np.all((ssim > 0) & (ssim < 1)) and np.all((psnr > 20) & (psnr < 30))
     # sigma 15 of additive noise: PSNR about 20*log10(255/15) = 24.6 dB (a bit higher from clipping)
     assert abs(np.median(psnr) - 24.6) < 1.0
+
+
+def test_training_degradations_are_seeded_batched_and_drawn_from_the_declared_ranges(rng):
+    faces = rng.integers(30, 220, size=(300, 48, 48), dtype=np.uint8)
+    a, da = degrade.random_degradations(faces, np.random.default_rng(5), p=0.6)
+    b, db = degrade.random_degradations(faces, np.random.default_rng(5), p=0.6)
+    np.testing.assert_array_equal(a, b)
+    assert da == db
+    changed = np.any(a != faces, axis=(1, 2))
+    described = np.array([d != "" for d in da])
+    assert 140 < described.sum() < 220  # about 60% of 300
+    assert not changed[~described].any()  # faces left clean are untouched
+    ranges = degrade.training_ranges()
+    seen = set()
+    for d in filter(None, da):
+        if " -> " in d:
+            assert d == degrade.PRESETS["seed000_chain"].describe()
+            seen.add("seed000_chain")
+            continue
+        op, value = d.split("(")[0], float(d.split("=")[1].rstrip(")"))
+        _, lo, hi = ranges[op]
+        assert lo <= value <= hi, d
+        seen.add(op)
+    assert seen == set(degrade.AUGMENT_FAMILIES)
+    only_noise, dn = degrade.random_degradations(faces[:20], np.random.default_rng(0), p=1.0, families=["gaussian_noise"])
+    assert all(d.startswith("gaussian_noise") for d in dn) and np.any(only_noise != faces[:20], axis=(1, 2)).all()
+    with pytest.raises(ValueError, match="unknown degradation families"):
+        degrade.random_degradations(faces[:2], np.random.default_rng(0), 0.5, families=["fog"])
+
+
+def test_robust_cnn_training_degrades_only_training_batches(sample_faces, tmp_path):
+    import torch
+
+    from fer_helpers import cnn
+
+    cfg = cnn.CNNTrainConfig(width=4, epochs=1, batch_size=16, device="cpu", degrade_p=1.0)
+    recipe = cnn.make_recipe(cfg, sample_faces.images[:8], sample_faces.labels[:8])
+    x = torch.from_numpy(sample_faces.images[:16])
+    before = x.clone()
+    a, _ = recipe.prepare(x, torch.zeros(16, dtype=torch.long), torch.Generator().manual_seed(0))
+    b, _ = recipe.prepare(x, torch.zeros(16, dtype=torch.long), torch.Generator().manual_seed(0))
+    clean_cfg = cnn.CNNTrainConfig(width=4, epochs=1, batch_size=16, device="cpu")
+    c, _ = cnn.make_recipe(clean_cfg, sample_faces.images[:8], sample_faces.labels[:8]).prepare(
+        x, torch.zeros(16, dtype=torch.long), torch.Generator().manual_seed(0))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(x, before)  # the stored training faces are never modified
