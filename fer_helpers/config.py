@@ -38,6 +38,10 @@ class DataParams(_Section):
     """Folder or CSV file; ``${FER2013_DIR}`` and ``~`` are expanded, relative paths are from the project root."""
     eval_split: str = "test"
     """Split the study is scored on (folder: a sub-folder name; csv: Training, PublicTest or PrivateTest)."""
+    eval_subset: Literal["all", "publictest", "privatetest"] = "all"
+    """FER2013's protocol: select and tune on PublicTest, report PrivateTest. Folder mode picks the half by file name
+    (``PublicTest_*``/``PrivateTest_*``; where it is absent every face is scored and the report says so); CSV mode
+    ignores it (``eval_split`` is the Usage)."""
     train_split: Optional[str] = "train"
     """Split used only by the data audit, to find test images that also occur in train; null to skip."""
     per_class: Optional[int] = Field(default=None, ge=1)

@@ -316,6 +316,39 @@ def drop_flagged(ds: Dataset, audit_: Audit, drop_train_duplicates: bool, drop_b
     return ds.take(np.flatnonzero(keep)), dropped
 
 
+#: FER2013's halves of the Kaggle test/ folder, told apart by the file-name prefix
+SUBSET_PREFIXES = {"publictest": "PublicTest_", "privatetest": "PrivateTest_"}
+
+
+def select_subset(ds: Dataset, subset: str, source: str) -> tuple[Dataset, dict]:
+    """The evaluation faces of ``subset`` (``all``, ``publictest``, ``privatetest``) and a record of what was
+    scored and why. Folder mode tells FER2013's halves apart by file name; a CSV split is one ``Usage`` already.
+    Where the asked-for half is not there (another data set, a copy holding one half) every face is scored and
+    the record says so. ``selected_on_these`` is true when the scored faces include PublicTest, the half every
+    shipped model and tuned setting was selected on."""
+    names = [Path(i).name for i in ds.ids]
+    public = np.array([n.startswith("PublicTest_") for n in names]) if source == "folder" else None
+    if source == "csv":
+        note = f"all {len(ds):,} faces of the CSV split {ds.split!r} (in CSV mode the split is the Usage)"
+        return ds, {"subset": subset, "scored": "all", "faces": len(ds), "note": note,
+                    "selected_on_these": ds.split == "PublicTest"}
+    if subset == "all":
+        note = f"all {len(ds):,} faces of {ds.split}/"
+        return ds, {"subset": "all", "scored": "all", "faces": len(ds), "note": note, "selected_on_these": bool(public.any())}
+    prefix = SUBSET_PREFIXES[subset]
+    keep = np.array([n.startswith(prefix) for n in names])
+    if keep.any():
+        out = ds.take(np.flatnonzero(keep))
+        note = f"{prefix.rstrip('_')} only: {len(out):,} of the {len(ds):,} faces of {ds.split}/, by file name"
+        return out, {"subset": subset, "scored": subset, "faces": len(out), "note": note,
+                     "selected_on_these": subset == "publictest"}
+    why = ("it holds only the other half" if public.any() or any(n.startswith("PrivateTest_") for n in names)
+           else "its file names do not tell FER2013's halves apart")
+    note = (f"asked for {prefix.rstrip('_')}, but no file in {ds.split}/ is named {prefix}* ({why}): "
+            f"all {len(ds):,} faces were scored")
+    return ds, {"subset": subset, "scored": "all", "faces": len(ds), "note": note, "selected_on_these": bool(public.any())}
+
+
 # ---- stage: the clean evaluation set of a run -------------------------------------------------
 
 STAGE = "data"
@@ -338,7 +371,7 @@ def prepare(params, run, progress: bool = True) -> dict:
         return read_json(run.path("data", "summary.json"))
     d = params.data
     path = params.data_path()
-    ev = load_split(d.source, path, d.eval_split, d.label_map, progress)
+    ev, evaluation = select_subset(load_split(d.source, path, d.eval_split, d.label_map, progress), d.eval_subset, d.source)
     tr = load_split(d.source, path, d.train_split, d.label_map, progress) if d.train_split else None
     au = audit(ev, tr, d.blank_std_max)
     kept, dropped = drop_flagged(ev, au, d.drop_test_duplicates_of_train, d.drop_blank)
@@ -353,7 +386,9 @@ def prepare(params, run, progress: bool = True) -> dict:
     write_csv(out / "audit_blank.csv", au.blank)
     write_csv(out / "skipped_files.csv", au.skipped)
     write_csv(out / "dropped.csv", dropped)
+    write_json(out / "evaluation.json", evaluation | {"faces_after_audit_and_subsetting": len(kept)})
     summary = au.summary() | {
+        "evaluation faces": evaluation["note"],
         "eval images dropped by the audit": len(dropped),
         "eval images in the study": len(kept),
         "study images per class": dict(zip(CLASSES, np.bincount(kept.labels, minlength=len(CLASSES)).tolist())),
@@ -361,6 +396,14 @@ def prepare(params, run, progress: bool = True) -> dict:
     write_json(out / "summary.json", summary)
     run.mark_stage(STAGE, digest)
     return summary
+
+
+def read_evaluation(run) -> dict:
+    """What :func:`prepare` recorded about the scored faces (subset, count, why, selected-on), ``{}`` before it ran."""
+    from .io import read_json
+
+    f = run.path("data", "evaluation.json")
+    return read_json(f) if f.is_file() else {}
 
 
 def load_clean(run) -> Dataset:

@@ -12,6 +12,7 @@ import pandas as pd
 
 from . import compute
 from .config import StudyParams, load_params
+from .data import read_evaluation
 from .io import RunDir, read_json, write_json
 
 #: plotly renderer for notebooks: the mimetype for JupyterLab, plus HTML with plotly.js embedded
@@ -120,6 +121,13 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -
         f" &middot; git <code>{html.escape(str(versions.get('git_commit')))}</code> &middot; "
         "<a href='params.resolved.yaml'>parameters</a> &middot; <a href='versions.json'>versions</a></p>",
     ]
+    evaluation = read_evaluation(run)
+    if evaluation:
+        selected = ("yes: they include PublicTest, where the shipped models were selected and the settings tuned, so "
+                    "accuracies are optimistic" if evaluation.get("selected_on_these") else "no")
+        parts.append(f"<p class='meta'><b>Scored faces:</b> {html.escape(evaluation['note'])}; after the audit and "
+                     f"subsetting {evaluation.get('faces_after_audit_and_subsetting', evaluation['faces']):,} faces. "
+                     f"<b>Models selected on them:</b> {html.escape(selected)}.</p>")
     heads = read_headlines(run)
     lead = [h for h in heads if (h.get("order") if h.get("order") is not None else 1_000) < 10]  # the study's answer first
     parts += [_headline_html(h) for h in lead]

@@ -141,3 +141,27 @@ def test_sixteen_bit_grey_faces_are_scaled_by_their_bit_depth_not_clipped():
     assert np.abs(data.to_face48(Image.fromarray(full)).astype(int) - face).max() <= 1
     assert data.high_bit_depth_to_grey(Image.fromarray(ten_bit))[1] == 10
     assert data.high_bit_depth_to_grey(Image.new("L", (4, 4)))[1] is None
+
+
+def _faces(names, split="test"):
+    n = len(names)
+    return data.Dataset(np.array([f"{split}/happy/{x}" for x in names]), np.zeros((n, 48, 48), np.uint8),
+                        np.full(n, 3, dtype=np.int64), split)
+
+
+def test_evaluation_subset_follows_fer2013s_protocol_and_says_what_it_scored():
+    both = _faces(["PublicTest_1.jpg", "PrivateTest_2.jpg", "PrivateTest_3.jpg"])
+    private, rec = data.select_subset(both, "privatetest", "folder")
+    assert [i.split("/")[-1] for i in private.ids] == ["PrivateTest_2.jpg", "PrivateTest_3.jpg"]
+    assert rec["scored"] == "privatetest" and not rec["selected_on_these"] and "2 of the 3" in rec["note"]
+    public, rec = data.select_subset(both, "publictest", "folder")
+    assert len(public) == 1 and rec["selected_on_these"]
+    # the development copy holds PublicTest only: everything is scored, and the record says why
+    only_public = _faces(["PublicTest_1.jpg", "PublicTest_4.jpg"])
+    same, rec = data.select_subset(only_public, "privatetest", "folder")
+    assert len(same) == 2 and rec["scored"] == "all" and rec["selected_on_these"]
+    assert "no file in test/ is named PrivateTest_*" in rec["note"] and "only the other half" in rec["note"]
+    other, rec = data.select_subset(_faces(["a.png"]), "privatetest", "folder")
+    assert "do not tell FER2013's halves apart" in rec["note"] and not rec["selected_on_these"]
+    csv, rec = data.select_subset(_faces(["0"], split="PrivateTest"), "privatetest", "csv")
+    assert len(csv) == 1 and not rec["selected_on_these"] and "Usage" in rec["note"]
