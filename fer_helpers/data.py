@@ -116,8 +116,10 @@ def _resolve_class(folder: str, label_map: Mapping[str, str] | None, root: Path)
     return CLASS_INDEX[name]
 
 
-def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Dataset:
-    """Read ``root/split/<class>/*`` into a :class:`Dataset`; ids are ``split/class/file``."""
+def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False,
+                name_prefix: str | None = None) -> Dataset:
+    """Read ``root/split/<class>/*`` into a :class:`Dataset`; ids are ``split/class/file``. With ``name_prefix``
+    only files whose names start with it are opened at all (the others are never read)."""
     root = Path(root)
     base = root / split
     if not base.is_dir():
@@ -127,7 +129,8 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
     files: list[tuple[Path, int]] = []
     for d in sorted(p for p in base.iterdir() if p.is_dir()):
         cls = _resolve_class(d.name, label_map, base)
-        files += [(f, cls) for f in sorted(d.iterdir()) if f.is_file() and not f.name.startswith(".")]
+        files += [(f, cls) for f in sorted(d.iterdir())
+                  if f.is_file() and not f.name.startswith(".") and (name_prefix is None or f.name.startswith(name_prefix))]
     if not files:
         raise DataError(f"no class folders with images under {base}; expected {base}/<class>/*.jpg")
 
@@ -438,8 +441,7 @@ def fer2013_train_val(root: str | Path) -> tuple[Dataset, Dataset, int]:
     root = Path(root)
     if root.suffix == ".npz":
         return _unpack_train_val(root)
-    train, test = load_folder(root, "train"), load_folder(root, "test")
-    public = test.take(np.flatnonzero([Path(i).name.startswith("PublicTest") for i in test.ids]))
+    train, public = load_folder(root, "train"), load_folder(root, "test", name_prefix="PublicTest_")
     val, dropped = drop_flagged(public, audit(public, train, 1.0), True, True)
     return train, val, len(dropped)
 

@@ -432,8 +432,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             ap.error(f"unknown restorer {unknown[0]!r}; known: {', '.join(restore.available_names())}")
 
-        ev, tr = data.load_folder(a.fer2013, "test"), data.load_folder(a.fer2013, "train")
-        faces, _ = data.drop_flagged(ev, data.audit(ev, tr, 1.0), True, True)
+        _, faces, _ = data.fer2013_train_val(a.fer2013)  # PublicTest, audited; PrivateTest_* files are never opened
         try:
             table = evaluate_on(faces, dict(w.split("=", 1) for w in a.weights), a.presets, tta=a.tta, restorers=a.restorers)
         except (restore.RestorerUnavailable, FileNotFoundError, ValueError) as e:
@@ -445,7 +444,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = config_from_args(TrainConfig, a)
     from . import data
 
-    faces = training_faces(data.load_folder(a.fer2013, "train"), data.load_folder(a.fer2013, "test"))
+    train_set, public, _ = data.fer2013_train_val(a.fer2013)  # PrivateTest_* files are never opened
+    faces = training_faces(train_set, public)
     print(f"{len(faces)} clean Training faces (blank and eval-split duplicates excluded); presets {cfg.presets}")
     card = train(faces, cfg, a.out)
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2))

@@ -112,7 +112,7 @@ def test_audit_finds_duplicates_blank_and_drop_acts_on_it():
     assert len(kept2) == 6
 
 
-def test_training_data_pack_round_trips_and_never_holds_privatetest(tmp_path):
+def test_training_data_pack_round_trips_and_never_holds_privatetest(tmp_path, monkeypatch):
     import shutil
 
     from fer_helpers.paths import SAMPLE_FER2013_DIR
@@ -121,8 +121,12 @@ def test_training_data_pack_round_trips_and_never_holds_privatetest(tmp_path):
     shutil.copytree(SAMPLE_FER2013_DIR, root)
     first = next((root / "test" / "happy").glob("PublicTest_*.jpg"))
     shutil.copy(first, root / "test" / "happy" / "PrivateTest_1.jpg")
+    opened = []
+    real_open = data.Image.open
+    monkeypatch.setattr(data.Image, "open", lambda f, *a, **k: opened.append(str(f)) or real_open(f, *a, **k))
     train, val, dropped = data.fer2013_train_val(root)
     assert not any("PrivateTest" in i for i in val.ids)
+    assert opened and not any("PrivateTest" in f for f in opened)  # never even opened
     packed = data.pack_train_val(root, tmp_path / "tv.npz")
     train2, val2, dropped2 = data.fer2013_train_val(packed)
     np.testing.assert_array_equal(train2.images, train.images)
@@ -165,3 +169,34 @@ def test_evaluation_subset_follows_fer2013s_protocol_and_says_what_it_scored():
     assert "do not tell FER2013's halves apart" in rec["note"] and not rec["selected_on_these"]
     csv, rec = data.select_subset(_faces(["0"], split="PrivateTest"), "privatetest", "csv")
     assert len(csv) == 1 and not rec["selected_on_these"] and "Usage" in rec["note"]
+
+
+def test_no_training_or_tuning_command_reads_the_test_split_except_through_publictest():
+    """Every command that trains, tunes, calibrates or selects gets FER2013 through ``fer2013_train_val`` (PublicTest
+    files only; the dynamic check above shows PrivateTest_* files are never opened) or reads the train split."""
+    import ast
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    sources = [root / "fer_helpers" / f"{m}.py" for m in ("cnn", "vit", "landmarks", "transfer", "ensemble", "unet")]
+    sources += sorted((root / "scripts").glob("*.py"))
+    # notebook 03's optional U-Net training reads the run's own evaluation split, only to drop its faces from training
+    allowed = {("unet.py", "train_for_run")}
+    bad = []
+    for path in sources:
+        tree = ast.parse(path.read_text())
+        owner = {}  # node -> the innermost function around it
+        for fn in ast.walk(tree):
+            if isinstance(fn, ast.FunctionDef):
+                for node in ast.walk(fn):
+                    owner[node] = fn.name  # inner functions are walked later and overwrite
+        for call in ast.walk(tree):
+            if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Attribute)
+                    and call.func.attr in ("load_folder", "load_split")):
+                continue
+            name = owner.get(call, "<module>")
+            split = call.args[1] if call.func.attr == "load_folder" and len(call.args) > 1 else None
+            reads_train = isinstance(split, ast.Constant) and split.value == "train"
+            if not reads_train and (path.name, name) not in allowed:
+                bad.append(f"{path.name}:{call.lineno} ({name})")
+    assert not bad, f"these read an evaluation split directly (use data.fer2013_train_val): {sorted(set(bad))}"
