@@ -365,11 +365,13 @@ def prepare(params, run, progress: bool = True) -> dict:
     """
     from .io import read_json, save_images, write_csv, write_json
 
-    import sys
 
     from .io import stage_key
 
-    digest = stage_key(params, "data", sys.modules[__name__])
+    d = params.data
+    source = params.data_path()
+    digest = stage_key(params, "data", data_inputs=[source] if d.source == "csv" else
+                       [source / s for s in (d.eval_split, d.train_split) if s])
     if run.stage_done(STAGE, digest):
         return read_json(run.path("data", "summary.json"))
     d = params.data

@@ -356,13 +356,12 @@ def build(params, run, progress: bool = True) -> "pd.DataFrame":
     import pandas as pd
     from tqdm.auto import tqdm
 
-    import sys
 
     from . import data
     from .io import load_images, save_images, stage_key, write_csv
 
     data.prepare(params, run, progress)
-    digest = stage_key(params, "degradation", data, sys.modules[__name__])
+    digest = stage_key(params, "degradation", upstream=[run.stage_digest(data.STAGE)])
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("degradation", "metrics.csv"))
     clean = data.load_clean(run)

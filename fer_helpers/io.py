@@ -96,14 +96,67 @@ def load_images(path: str | os.PathLike) -> dict[str, np.ndarray]:
         return {k: z[k] for k in z.files}
 
 
-def code_digest(*modules: Any) -> str:
-    """A hash of the source files of ``modules``: results computed by changed code are never reused."""
+PACKAGE_DIR = Path(__file__).resolve().parent
+#: set by ``fer-study run --force``: a stage counts as done only if it was computed under this token
+FORCE_ENV = "FER_STUDY_FORCE_TOKEN"
+_FILE_HASHES: dict[tuple[str, int, int], str] = {}
+
+
+def _file_hash(path: Path) -> str:
+    """Content hash of one file, remembered per (path, size, mtime) within the process."""
+    import hashlib
+
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    if key not in _FILE_HASHES:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                h.update(chunk)
+        _FILE_HASHES[key] = h.hexdigest()
+    return _FILE_HASHES[key]
+
+
+def files_digest(paths: Any) -> str:
+    """A hash of the contents of files and of every file under folders (names included); a missing path
+    counts as missing, so creating it later changes the digest."""
     import hashlib
 
     h = hashlib.sha256()
-    for m in modules:
-        h.update(Path(m.__file__).read_bytes())
+    for p in sorted({Path(p) for p in paths}, key=str):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            h.update(str(f).encode())
+            h.update(_file_hash(f).encode() if f.is_file() else b"missing")
     return h.hexdigest()[:12]
+
+
+def listing_digest(paths: Any) -> str:
+    """A hash of the names, sizes and modification times of files and of every file under folders: cheap
+    enough for a data set of many thousands of images (an edited image gets a new size or time)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for p in sorted({Path(p) for p in paths}, key=str):
+        files = sorted(f for f in p.rglob("*") if f.is_file()) if p.is_dir() else [p]
+        for f in files:
+            st = f.stat() if f.exists() else None
+            h.update(f"{f}:{st.st_size}:{st.st_mtime_ns}".encode() if st else f"{f}:missing".encode())
+    return h.hexdigest()[:12]
+
+
+def weights_files(weights: dict[str, str]) -> list[Path]:
+    """The files a ``*.weights`` parameter map points at (comma-separated lists split), for a stage key; hub ids
+    resolve to paths that do not exist and count as missing."""
+    from .paths import resolve_path
+
+    return [resolve_path(part.strip()) for v in weights.values() for part in str(v).split(",") if part.strip()]
+
+
+def code_digest() -> str:
+    """A hash of every source file of the package: a result computed by any other code is never reused.
+    (Coarse on purpose: which function a stage reaches through which import is not worth guessing.)"""
+    return files_digest(PACKAGE_DIR.rglob("*.py"))
 
 
 #: the parameter sections each stage reads (a stage also reads everything its upstream stages read)
@@ -117,10 +170,16 @@ STAGE_SECTIONS = {
 }
 
 
-def stage_key(params: Any, stage: str, *modules: Any) -> str:
-    """What a stage's cached output is valid for: the parameters it reads and the code that computed it, so a
-    change to a later section (a classifier, say) never recomputes an earlier stage."""
-    return f"{params.digest(*STAGE_SECTIONS[stage])}-{code_digest(*modules)}"
+def stage_key(params: Any, stage: str, upstream: Any = (), inputs: Any = (), data_inputs: Any = ()) -> str:
+    """What a stage's cached output is valid for: the parameter sections it reads, the keys of the upstream
+    stages whose outputs it reads, the package's code, the contents of the weights and model files it reads
+    (``inputs``) and the listing of the data files it reads (``data_inputs``). A change to a later section (a
+    classifier, say) never recomputes an earlier stage; any change upstream does."""
+    import hashlib
+
+    parts = [params.digest(*STAGE_SECTIONS[stage]), *map(str, upstream), code_digest(), files_digest(inputs),
+             listing_digest(data_inputs)]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
 def package_versions(names: tuple[str, ...] = TRACKED_PACKAGES) -> dict[str, str | None]:
@@ -195,11 +254,29 @@ class RunDir:
         return self.path("stages", f"{stage}.json")
 
     def stage_done(self, stage: str, digest: str) -> bool:
+        """True when the stage's output was computed for ``digest`` (and, under ``--force``, during this run)."""
         f = self.stage_file(stage)
-        return f.is_file() and read_json(f).get("params_digest") == digest
+        if not f.is_file():
+            return False
+        try:
+            mark = read_json(f)
+        except (OSError, ValueError):  # a torn manifest: recompute
+            return False
+        force = os.environ.get(FORCE_ENV)
+        return mark.get("params_digest") == digest and (not force or mark.get("force_token") == force)
+
+    def stage_digest(self, stage: str) -> str:
+        """The key the stage's output was last computed for ("" when it has none): what downstream keys include."""
+        f = self.stage_file(stage)
+        try:
+            return str(read_json(f).get("params_digest", "")) if f.is_file() else ""
+        except (OSError, ValueError):
+            return ""
 
     def mark_stage(self, stage: str, digest: str, **info: Any) -> None:
-        write_json(self.stage_file(stage), {"params_digest": digest, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info})
+        token = {"force_token": os.environ[FORCE_ENV]} if os.environ.get(FORCE_ENV) else {}
+        write_json(self.stage_file(stage), {"params_digest": digest, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                            **token, **info})
 
     def write_provenance(self, params: Any) -> None:
         from .config import save_params

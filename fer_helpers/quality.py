@@ -175,13 +175,12 @@ def build(params, run, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFram
     ``quality/detector.csv`` (the check's AUCs per preset). Builds the degraded images first if missing."""
     from tqdm.auto import tqdm
 
-    import sys
 
     from . import data, degrade
     from .io import stage_key, write_csv
 
     degrade.build(params, run, progress)
-    digest = stage_key(params, "quality", data, degrade, sys.modules[__name__])
+    digest = stage_key(params, "quality", upstream=[run.stage_digest(degrade.STAGE)])
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("quality", "scores.csv")), pd.read_csv(run.path("quality", "detector.csv"))
     clean = data.load_clean(run)

@@ -538,15 +538,15 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
     import pandas as pd
     from tqdm.auto import tqdm
 
-    import sys
 
     from . import data, degrade, quality
-    from .io import load_images, save_images, stage_key, write_csv
+    from .io import load_images, save_images, stage_key, weights_files, write_csv
 
     quality.build(params, run, progress)
-    from . import face_priors, unet
+    from . import unet
 
-    digest = stage_key(params, "restoration", data, degrade, quality, sys.modules[__name__], face_priors, unet)
+    digest = stage_key(params, "restoration", upstream=[run.stage_digest(quality.STAGE)],
+                       inputs=[MODELS_DIR / "unet_denoiser", *weights_files(params.restoration.weights)])
     if run.stage_done(STAGE, digest):
         return pd.read_csv(run.path("restoration", "metrics.csv")), pd.read_csv(run.path("restoration", "restorers.csv"))
     if params.restoration.train_unet:

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,7 +59,27 @@ def _describe_failure(exc: Exception) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_study(
+def run_study(params_file: str | Path, force: bool = False, **kwargs: Any) -> RunResult:
+    """Run the study for one parameter set (see :func:`_run_study`). With ``force`` every notebook reruns and
+    every stage inside them recomputes once, whatever its cache holds: a token in the environment, which the
+    notebook kernels inherit, marks what this run computed."""
+    import uuid
+
+    from .io import FORCE_ENV
+
+    before = os.environ.get(FORCE_ENV)
+    if force:
+        os.environ[FORCE_ENV] = uuid.uuid4().hex
+    try:
+        return _run_study(params_file, force=force, **kwargs)
+    finally:
+        if before is None:
+            os.environ.pop(FORCE_ENV, None)
+        else:
+            os.environ[FORCE_ENV] = before
+
+
+def _run_study(
     params_file: str | Path,
     force: bool = False,
     only: Sequence[str] | None = None,
@@ -86,6 +107,7 @@ def run_study(
     statuses: dict[str, str] = {}
     seconds: dict[str, float] = {}
     upstream_reran = False
+
     bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
     for name in bar:
         bar.set_postfix_str(name)

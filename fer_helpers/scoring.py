@@ -60,13 +60,15 @@ def condition_keys(run, restorers: Sequence[str] | None = None, presets: Sequenc
 
 def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``classifiers`` on every condition of the run; returns (metrics, classifier table)."""
-    import sys
 
-    from . import classify, cnn, data, landmarks, restore, transfer, vit
-    from .io import stage_key
+    from . import data, restore
+    from .io import stage_key, weights_files
+    from .paths import MODELS_DIR
 
     restore.build(params, run, progress)
-    digest = stage_key(params, "classification", restore, classify, cnn, vit, landmarks, transfer, sys.modules[__name__])
+    digest = stage_key(params, "classification", upstream=[run.stage_digest(restore.STAGE)],
+                       inputs=[MODELS_DIR / d for d in ("cnn", "vit_fer2013", "landmarks", "transfer")]
+                       + weights_files(params.classification.weights) + [landmarker_path(params)])
     out_dir = run.path("classification")
     if run.stage_done(stage, digest):
         return read_metrics(run, classifiers), pd.read_csv(out_dir / f"{stage}_classifiers.csv")

@@ -215,11 +215,11 @@ def train_for_run(params, run, progress: bool = True) -> Path:
     d, t = params.data, params.restoration.unet_training
     if not d.train_split:
         raise ValueError("restoration.train_unet needs data.train_split (the faces to train on)")
-    import sys
 
     from .io import stage_key
 
-    key = stage_key(params, "restoration", sys.modules[__name__], degrade)
+    data.prepare(params, run, progress)
+    key = stage_key(params, "restoration", upstream=[run.stage_digest(data.STAGE)])
     out = run.path("models", "unet.safetensors")
     if out.is_file() and run.stage_done("unet_training", key):
         return out

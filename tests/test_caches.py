@@ -1,0 +1,66 @@
+"""Stage caches can never serve a result computed from other inputs."""
+
+from fer_helpers import io
+from fer_helpers.config import parse_params
+
+
+def test_stage_key_changes_with_every_input(tmp_path, monkeypatch):
+    params = parse_params({})
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"one")
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    (data_dir / "a.jpg").write_bytes(b"x")
+    base = io.stage_key(params, "restoration", upstream=["up1"], inputs=[weights], data_inputs=[data_dir])
+    assert base == io.stage_key(params, "restoration", upstream=["up1"], inputs=[weights], data_inputs=[data_dir])
+    assert base != io.stage_key(params, "restoration", upstream=["up2"], inputs=[weights], data_inputs=[data_dir])
+    weights.write_bytes(b"two")  # new weights shipped under the same name
+    changed = io.stage_key(params, "restoration", upstream=["up1"], inputs=[weights], data_inputs=[data_dir])
+    assert changed != base
+    (data_dir / "b.jpg").write_bytes(b"y")  # a face added to the data set
+    assert io.stage_key(params, "restoration", upstream=["up1"], inputs=[weights], data_inputs=[data_dir]) != changed
+    other = parse_params({"restoration": {"codeformer_w": 0.5}})
+    assert io.stage_key(other, "restoration") != io.stage_key(params, "restoration")
+    assert io.stage_key(other, "quality") == io.stage_key(params, "quality")  # a later section leaves earlier stages alone
+
+
+def test_stage_key_covers_the_packages_code(tmp_path, monkeypatch):
+    pkg = tmp_path / "pkg"
+    pkg.mkdir()
+    (pkg / "degrade.py").write_text("x = 1\n")
+    monkeypatch.setattr(io, "PACKAGE_DIR", pkg)
+    params = parse_params({})
+    before = io.stage_key(params, "classification")
+    (pkg / "degrade.py").write_text("x = 2\n")  # an upstream module changed
+    assert io.stage_key(params, "classification") != before
+
+
+def test_force_recomputes_each_stage_once_per_run(tmp_path, monkeypatch):
+    run = io.RunDir(tmp_path)
+    monkeypatch.delenv(io.FORCE_ENV, raising=False)
+    run.mark_stage("quality", "k1")
+    assert run.stage_done("quality", "k1") and not run.stage_done("quality", "k2")
+    monkeypatch.setenv(io.FORCE_ENV, "run-a")
+    assert not run.stage_done("quality", "k1")  # cached before this forced run: recompute
+    run.mark_stage("quality", "k1")
+    assert run.stage_done("quality", "k1")  # computed in this run: later notebooks reuse it
+    monkeypatch.setenv(io.FORCE_ENV, "run-b")
+    assert not run.stage_done("quality", "k1")
+    run.stage_file("quality").write_text("{torn")
+    monkeypatch.delenv(io.FORCE_ENV)
+    assert not run.stage_done("quality", "k1") and run.stage_digest("quality") == ""
+
+
+def test_run_study_sets_the_force_token_only_for_its_own_duration(monkeypatch):
+    import os
+
+    from fer_helpers import runner
+
+    seen = []
+    monkeypatch.delenv(io.FORCE_ENV, raising=False)
+    monkeypatch.setattr(runner, "_run_study", lambda *a, **k: seen.append(os.environ.get(io.FORCE_ENV)))
+    runner.run_study("p.yaml", force=True)
+    runner.run_study("p.yaml", force=True)
+    runner.run_study("p.yaml")
+    assert seen[0] and seen[1] and seen[0] != seen[1] and seen[2] is None
+    assert io.FORCE_ENV not in os.environ
