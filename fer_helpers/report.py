@@ -87,7 +87,7 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em} table{border-collapse:collapse;margin:.5em 0 1.5em;font-size:.9em}
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
 .ok{color:#1a7f37}.failed{color:#cf222e}.skipped{color:#9a6700} .note{color:#555;font-size:.9em;margin-top:-1em}
-ul.nb li{margin:.2em 0}
+ul.nb li{margin:.2em 0} .demo{background:#fff8c5;border:1px solid #d4a72c;padding:.5em .8em}
 """
 
 
@@ -106,6 +106,10 @@ def _headline_html(h: dict[str, Any]) -> str:
     return f"<h2>{html.escape(h['title'])}</h2><table><tr>{head}</tr>{rows}</table>{note}"
 
 
+#: below this many scored faces a run is labelled a demonstration
+DEMONSTRATION_FACES = 300
+
+
 def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -> Path:
     """Write ``index.html``: links to every notebook's HTML, then the headline tables the notebooks recorded."""
     from .io import atomic_write_text
@@ -122,6 +126,11 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -
         "<a href='params.resolved.yaml'>parameters</a> &middot; <a href='versions.json'>versions</a></p>",
     ]
     evaluation = read_evaluation(run)
+    faces = evaluation.get("faces_after_audit_and_subsetting", evaluation.get("faces", 0)) if evaluation else 0
+    if evaluation and faces < DEMONSTRATION_FACES:
+        parts.append(f"<p class='demo'><b>A demonstration, not a result:</b> {faces:,} faces are too few for the tests "
+                     "to find anything but very large effects. The study itself: <code>FER2013_DIR=/path/to/fer2013 "
+                     "fer-study run params/fer2013.yaml</code>.</p>")
     if evaluation:
         selected = ("yes: they include PublicTest, where the shipped models were selected and the settings tuned, so "
                     "accuracies are optimistic" if evaluation.get("selected_on_these") else "no")

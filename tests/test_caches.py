@@ -64,3 +64,20 @@ def test_run_study_sets_the_force_token_only_for_its_own_duration(monkeypatch):
     runner.run_study("p.yaml")
     assert seen[0] and seen[1] and seen[0] != seen[1] and seen[2] is None
     assert io.FORCE_ENV not in os.environ
+
+
+def test_index_states_the_scored_faces_and_labels_small_runs_a_demonstration(tmp_path):
+    from fer_helpers import report
+
+    params = parse_params({})
+    run = io.RunDir(tmp_path)
+    io.write_json(run.path("data", "evaluation.json"), {"subset": "privatetest", "scored": "all", "faces": 56,
+                  "note": "asked for PrivateTest, but no file in test/ is named PrivateTest_* (it holds only the other half): all 56 faces were scored",
+                  "selected_on_these": True, "faces_after_audit_and_subsetting": 41})
+    html = report.build_index(run, params, {"01_degradation": "done"}).read_text()
+    assert "A demonstration, not a result" in html and "41 faces" in html
+    assert "no file in test/ is named PrivateTest_*" in html and "Models selected on them:</b> yes" in html
+    io.write_json(run.path("data", "evaluation.json"), {"subset": "privatetest", "scored": "privatetest", "faces": 3589,
+                  "note": "PrivateTest only", "selected_on_these": False, "faces_after_audit_and_subsetting": 3400})
+    html = report.build_index(run, params, {"01_degradation": "done"}).read_text()
+    assert "demonstration" not in html and "Models selected on them:</b> no" in html
