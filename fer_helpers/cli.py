@@ -51,6 +51,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     sc.add_argument("--out", help="output folder (default reports/score-<folder name>)")
     sc.add_argument("--landmarker", help="MediaPipe face_landmarker.task for the landmark models")
     sc.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", help="other parameters, e.g. data.label_map={...}")
+    pr = sub.add_parser("predict", help="emotions of the faces in your own photos (files or folders), optionally restored first")
+    pr.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders (searched recursively)")
+    pr.add_argument("--restorer", nargs="+", default=["none"], help="restorers to apply first (fer-study restorers); none = as detected")
+    pr.add_argument("--classifier", nargs="+", default=["cnn"], help="classifiers (fer-study classifiers)")
+    pr.add_argument("--out", default="predictions", help="output folder (default ./predictions)")
+    pr.add_argument("--cropped", action="store_true", help="each image already is one face: no detection")
+    pr.add_argument("--landmarker", help="MediaPipe face_landmarker.task, for the landmark classifiers")
+    pr.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     b = sub.add_parser("badges", help="rewrite the notebooks' Colab badges from pyproject.toml's Repository URL")
     b.add_argument("--check", action="store_true", help="only report notebooks that are out of date (exit 1 if any)")
 
@@ -128,6 +136,30 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(metrics[["classifier", "faces", "accuracy", "macro_f1", "kappa", "no_answer"]].to_string(index=False))
             print(f"metrics: {run.path('classification', 'score_metrics.csv')}")
             return 0 if len(metrics) else 1
+        if a.cmd == "predict":
+            import difflib
+            from pathlib import Path
+
+            from . import classify, predict, restore
+
+            for names, known, what in ((a.classifier, list(classify.REGISTRY), "--classifier"),
+                                       (a.restorer, restore.available_names(), "--restorer")):
+                for name in names:
+                    if name.removesuffix(restore.GATE_SUFFIX) not in known:
+                        hint = difflib.get_close_matches(name, known, n=1)
+                        raise ValueError(f"{what} {name!r}: unknown" + (f" (did you mean {hint[0]!r}?)" if hint else "")
+                                         + f"; known: {', '.join(sorted(known))}")
+            res = predict.run(a.paths, Path(a.out), a.restorer, a.classifier, cropped=a.cropped, device=a.device,
+                              landmarker=a.landmarker)
+            for u in res.unavailable:
+                print(f"unavailable: {u}", file=sys.stderr)
+            for path, reason in res.skipped.itertuples(index=False):
+                print(f"skipped: {path}: {reason}", file=sys.stderr)
+            if len(res.rows):
+                view = res.rows[(res.rows["restorer"] == "none")][["file", "face", "classifier", "predicted", "probability"]]
+                print(view.to_string(index=False))
+            print(f"predictions: {Path(a.out) / 'predictions.csv'} ({len(res.rows)} rows); contact sheets: {Path(a.out) / 'sheets'}")
+            return 0 if len(res.rows) else 1
         if a.cmd == "badges":
             from .colab import sync_badges
 
