@@ -35,7 +35,9 @@ def row(path: Path, card: dict, hardware: str) -> str:
     acc = f"{card['val_accuracy']:.4f}" + (f" ({card['val_tta']} TTA)" if card.get("val_tta") else "")
     f1 = f"{card['val_macro_f1']:.4f}" if "val_macro_f1" in card else ""
     speed = f"{card['images_per_second']:.0f}" if card.get("images_per_second") else ""
-    where = card.get("hardware", hardware) + (f", {card['precision']}" if card.get("precision") else "")
+    where = card.get("hardware") or card.get("cpu") or hardware
+    where += (f", {card['threads']} threads" if card.get("threads") and card.get("device", "cpu") == "cpu" else "")
+    where += f", {card['precision']}" if card.get("precision") else ""
     return (f"| {model_name(path, card)} | `{path.parent.name}/` | {recipe} | {epochs_run} of {cfg.get('epochs')} ({kept}) | {acc} | "
             f"{f1} | {speed} | {card.get('train_seconds', 0) / 60:.0f} min | {where} |")
 
