@@ -352,14 +352,15 @@ class StudyParams(_Section):
         run = [p.name for p in self.degradation.resolved_presets()]
         scored = self.classification.presets
         candidates = [n for n in run if scored is None or n in degrade.expand_preset_names(scored)]
-        if "showcase_preset" not in self.statistics.model_fields_set and name not in candidates and candidates:
+        explicit = "showcase_preset" in self.statistics.model_fields_set
+        if not explicit and name not in candidates and (candidates or run):
             # the default names a preset this run does not score: show the run's first scored preset instead
-            self.statistics.showcase_preset = name = candidates[0]
+            self.statistics.showcase_preset = name = (candidates or run)[0]
         if name not in run:
             hint = difflib.get_close_matches(name, run, n=1)
             raise ValueError(f"statistics.showcase_preset {name!r} is not among degradation.presets"
                              + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; use one of {run} or add it there")
-        if scored is not None and name not in degrade.expand_preset_names(scored):
+        if explicit and scored is not None and name not in degrade.expand_preset_names(scored):
             raise ValueError(f"statistics.showcase_preset {name!r} is not among classification.presets; add it there "
                              f"or choose one of {degrade.expand_preset_names(scored)}")
         return self
