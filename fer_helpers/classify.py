@@ -210,7 +210,7 @@ class CNNClassifier(Classifier):
 
     def __init__(self, ctx: ClassifyContext):
         # self.model stays unfused for Grad-CAM; self.fast is the BatchNorm-folded inference copy
-        self.model, self.fast, self.card = _load_cnn("cnn", _weights("cnn", ctx), ctx)
+        self.model, self.fast, self.card = _load_cnn(self.name, _weights(self.name, ctx), ctx)
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -222,10 +222,6 @@ class CNNClassifier(Classifier):
 @register("cnn_robust", "cnn")
 class RobustCNNClassifier(CNNClassifier):
     """The project's CNN trained with the study's degradations as augmentation (the alternative to restoring)."""
-
-    def __init__(self, ctx: ClassifyContext):
-        self.model, self.fast, self.card = _load_cnn("cnn_robust", _weights("cnn_robust", ctx), ctx)
-        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
 
 @register("cnn_ensemble", "cnn")

@@ -363,19 +363,14 @@ def prepare(params, run, progress: bool = True) -> dict:
     Writes ``data/clean.npz`` (ids, images, labels) and the audit tables into the run folder; returns a summary.
     Does nothing if the run already holds this stage's output for the same parameters.
     """
-    from .io import read_json, save_images, write_csv, write_json
+    from .io import read_json, save_images, stage_key, write_csv, write_json
 
-
-    from .io import stage_key
-
-    d = params.data
-    source = params.data_path()
-    digest = stage_key(params, "data", data_inputs=[source] if d.source == "csv" else
-                       [source / s for s in (d.eval_split, d.train_split) if s])
-    if run.stage_done(STAGE, digest):
-        return read_json(run.path("data", "summary.json"))
     d = params.data
     path = params.data_path()
+    digest = stage_key(params, "data", data_inputs=[path] if d.source == "csv" else
+                       [path / s for s in (d.eval_split, d.train_split) if s])
+    if run.stage_done(STAGE, digest):
+        return read_json(run.path("data", "summary.json"))
     ev, evaluation = select_subset(load_split(d.source, path, d.eval_split, d.label_map, progress), d.eval_subset, d.source)
     tr = load_split(d.source, path, d.train_split, d.label_map, progress) if d.train_split else None
     au = audit(ev, tr, d.blank_std_max)

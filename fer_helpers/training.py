@@ -177,18 +177,21 @@ class EMA:
         self.module = copy.deepcopy(model).eval()
         for p in self.module.parameters():
             p.requires_grad_(False)
+        self._pairs: tuple[list, list, list] | None = None  # (EMA floats, model floats, other (EMA, model)), paired once
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
         # warm-up of the decay (as in timm/TF): early averages do not drag in the random initialisation
         d = min(self.decay, (1 + step) / (10 + step))
-        pairs = [(e, m) for e, m in zip(self.module.state_dict().values(), model.state_dict().values())
-                 if not e.is_sparse]  # sparse buffers are constants (e.g. a graph's adjacency)
-        floats = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
-        torch._foreach_lerp_([e for e, _ in floats], [m for _, m in floats], 1 - d)  # one fused call, not one per tensor
-        for e, m in pairs:
-            if not e.dtype.is_floating_point:
-                e.copy_(m)
+        if self._pairs is None:  # state_dict tensors share storage with the modules: pairing them once is enough
+            pairs = [(e, m) for e, m in zip(self.module.state_dict().values(), model.state_dict().values())
+                     if not e.is_sparse]  # sparse buffers are constants (e.g. a graph's adjacency)
+            floats = [(e, m) for e, m in pairs if e.dtype.is_floating_point]
+            self._pairs = ([e for e, _ in floats], [m for _, m in floats], [p for p in pairs if not p[0].dtype.is_floating_point])
+        ema_floats, model_floats, others = self._pairs
+        torch._foreach_lerp_(ema_floats, model_floats, 1 - d)  # one fused call, not one per tensor
+        for e, m in others:
+            e.copy_(m)
 
 
 def _atomic_save(obj: Any, path: Path) -> None:
