@@ -369,8 +369,9 @@ def prepare(params, run, progress: bool = True) -> dict:
     path = params.data_path()
     digest = stage_key(params, "data", data_inputs=[path] if d.source == "csv" else
                        [path / s for s in (d.eval_split, d.train_split) if s])
-    if run.stage_done(STAGE, digest):
-        return read_json(run.path("data", "summary.json"))
+    summary = run.cached(STAGE, digest, lambda: (load_clean(run), read_json(run.path("data", "summary.json")))[1])
+    if summary is not None:
+        return summary
     ev, evaluation = select_subset(load_split(d.source, path, d.eval_split, d.label_map, progress), d.eval_subset, d.source)
     tr = load_split(d.source, path, d.train_split, d.label_map, progress) if d.train_split else None
     au = audit(ev, tr, d.blank_std_max)
@@ -396,6 +397,10 @@ def prepare(params, run, progress: bool = True) -> dict:
     write_json(out / "summary.json", summary)
     run.mark_stage(STAGE, digest)
     return summary
+
+
+#: Below this many scored faces a run is a demonstration: the paired tests can find only very large effects.
+DEMONSTRATION_FACES = 300
 
 
 def read_evaluation(run) -> dict:

@@ -358,22 +358,20 @@ def build(params, run, progress: bool = True) -> "pd.DataFrame":
 
 
     from . import data
-    from .io import load_images, save_images, stage_key, write_csv
+    from .io import read_if_computed_for, save_images, stage_key, write_csv
 
     data.prepare(params, run, progress)
     digest = stage_key(params, "degradation", upstream=[run.stage_digest(data.STAGE)])
-    if run.stage_done(STAGE, digest):
-        return pd.read_csv(run.path("degradation", "metrics.csv"))
+    cached = run.cached(STAGE, digest, lambda: _read_outputs(run))
+    if cached is not None:
+        return cached
     clean = data.load_clean(run)
     presets = params.degradation.resolved_presets()
     frames = []
     for p in tqdm(presets, desc="presets", disable=not progress):
         f = run.degraded_file(p.name)
-        deg = None
-        if f.is_file():
-            z = load_images(f)
-            if str(z.get("params_digest", "")) == digest:
-                deg = z["images"]
+        z = read_if_computed_for(f, digest)
+        deg = z["images"] if z is not None else None
         if deg is None:
             deg = degrade_all(clean.images, clean.ids, p, params.seed, params.degradation.batch_size, progress)
             save_images(f, clean.ids, deg, params_digest=np.array(digest))
@@ -385,6 +383,17 @@ def build(params, run, progress: bool = True) -> "pd.DataFrame":
     write_csv(run.path("degradation", "presets.csv"), preset_table(presets))
     run.mark_stage(STAGE, digest, presets=[p.name for p in presets])
     return metrics
+
+
+def _read_outputs(run) -> "pd.DataFrame":
+    """The degradation stage's cached outputs, every preset's archive checked (raises if one is damaged)."""
+    import pandas as pd
+
+    from .io import check_archive
+
+    for name in pd.read_csv(run.path("degradation", "presets.csv"))["preset"]:
+        check_archive(run.degraded_file(name))
+    return pd.read_csv(run.path("degradation", "metrics.csv"))
 
 
 def load_degraded(run, preset: str, ids: np.ndarray | None = None) -> np.ndarray:

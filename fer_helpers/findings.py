@@ -68,10 +68,11 @@ def headline_table(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_tests(run) -> pd.DataFrame:
+def paired_tests(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """McNemar tests on the same faces, Holm-corrected per classifier:
     degraded vs clean (what the degradation costs), restored vs degraded (what each restorer wins back),
-    and the gate: ``r+gate`` vs ``r``."""
+    and the gate: ``r+gate`` vs ``r``. ``difference_lo``/``difference_hi``: the paired bootstrap 95% interval
+    of the accuracy difference."""
     rows = []
     for clf in available_classifiers(run):
         o = outcomes(run, clf)
@@ -93,9 +94,11 @@ def paired_tests(run) -> pd.DataFrame:
                 tests.append(("restoration", "clean", r, "none", f"{r}{SEP}clean", f"none{SEP}clean"))
         for kind, preset, a, b, ka, kb in tests:
             m = stats.mcnemar_test(o.correct(ka), o.correct(kb))
+            lo, hi = stats.paired_difference_ci(o.correct(ka), o.correct(kb), n_boot, seed)
             rows.append({"classifier": clf, "test": kind, "condition": preset, "a": a, "b": b,
                          "accuracy_a": o.correct(ka).mean(), "accuracy_b": o.correct(kb).mean(),
-                         "difference": o.correct(ka).mean() - o.correct(kb).mean(), **m})
+                         "difference": o.correct(ka).mean() - o.correct(kb).mean(),
+                         "difference_lo": lo, "difference_hi": hi, **m})
     out = pd.DataFrame(rows)
     if len(out):
         out["p_holm"] = np.nan
@@ -176,6 +179,75 @@ def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> li
     return out
 
 
+FAMILY_NAMES = {"gaussian_noise": "Gaussian noise", "gaussian_blur": "Blur", "jpeg": "JPEG", "low_resolution": "Low resolution",
+                "salt_and_pepper": "Salt-and-pepper noise", "seed000_chain": "Seed 000's noise+blur+JPEG chain"}
+
+
+def _effect(t: pd.Series) -> str:
+    """"+5.2 points [+3.1, +7.4]": an accuracy difference and its paired 95% interval, in percentage points."""
+    return f"{100 * t['difference']:+.1f} points [{100 * t['difference_lo']:+.1f}, {100 * t['difference_hi']:+.1f}]"
+
+
+def _join(names: list[str]) -> str:
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def verdict(tests: pd.DataFrame, families: dict[str, str], evaluation: dict) -> str:
+    """The study's answer in one paragraph, generated from the paired tests (Holm-corrected McNemar, paired
+    bootstrap intervals): which faces were scored; per degradation family, which classifiers a restorer
+    significantly helped and by how much; whether restoration ever significantly hurt; whether the gate mattered.
+    ``families`` maps each preset to its family (``degradation/presets.csv``)."""
+    from .data import DEMONSTRATION_FACES
+
+    faces = int(evaluation.get("faces_after_audit_and_subsetting", evaluation.get("faces", 0)))
+    where = evaluation.get("note", "the run's faces")
+    selected = " (the models were selected on these faces)" if evaluation.get("selected_on_these") else ""
+    out = [f"Scored on {faces:,} faces: {where}{selected}."]
+    if tests.empty:
+        return " ".join(out + ["No classifier could be scored, so there is no answer yet."])
+    restored = tests[(tests["test"] == "restoration") & (tests["condition"] != "clean")]
+    restored = restored.assign(family=restored["condition"].map(families))
+    classifiers = list(dict.fromkeys(tests["classifier"]))
+    for fam, g in restored.groupby("family", sort=False):
+        helped, rest = [], []
+        for clf in classifiers:
+            wins = g[(g["classifier"] == clf) & g["significant"] & (g["difference"] > 0)]
+            if len(wins):
+                w = wins.loc[wins["difference"].idxmax()]
+                helped.append(f"{clf} ({_effect(w)}, {w['a']} on {w['condition']})")
+            elif (g["classifier"] == clf).any():
+                rest.append(clf)
+        name = FAMILY_NAMES.get(fam, fam)
+        if helped:
+            tail = f"; for {_join(rest)} no restorer did" if rest else ""
+            out.append(f"{name}: restoration significantly raised the accuracy of {_join(helped)}{tail}.")
+        else:
+            out.append(f"{name}: no restorer significantly raised any classifier's accuracy.")
+    hurt = restored[restored["significant"] & (restored["difference"] < 0)]
+    if len(hurt):
+        h = hurt.loc[hurt["difference"].idxmin()]
+        out.append(f"Restoration significantly lowered accuracy in {len(hurt)} of {len(restored)} restored comparisons "
+                   f"(the largest: {h['a']} on {h['condition']} for {h['classifier']}, {_effect(h)}).")
+    elif len(restored):
+        out.append(f"Restoration never significantly lowered accuracy ({len(restored)} restored comparisons).")
+    on_clean = tests[(tests["test"] == "restoration") & (tests["condition"] == "clean") & tests["significant"]]
+    if len(on_clean):
+        worst = on_clean.loc[on_clean["difference"].idxmin()]
+        out.append(f"Applied to clean faces, {len(on_clean)} restorer/classifier pairs changed accuracy significantly "
+                   f"(the largest change: {worst['a']} for {worst['classifier']}, {_effect(worst)}).")
+    gate = tests[tests["test"] == "gate"]
+    if len(gate):
+        sig = gate[gate["significant"]]
+        better = int((sig["difference"] > 0).sum())
+        out.append(f"The quality gate (restore only the faces the check flags) made a significant difference in {len(sig)} "
+                   f"of {len(gate)} comparisons" + (f", better than restoring every face in {better} of them." if len(sig) else "."))
+    if not tests["significant"].any() or not (restored["significant"].any() or gate["significant"].any()):
+        why = (f" {faces:,} faces are too few to detect any but very large effects (a study needs at least "
+               f"{DEMONSTRATION_FACES})." if faces < DEMONSTRATION_FACES else "")
+        out.append("Nothing that restoration or the gate did was significant." + why)
+    return " ".join(out)
+
+
 def robustness(run, head: pd.DataFrame) -> pd.DataFrame:
     """Accuracy per (classifier, restorer, preset) with each preset's family and severity, for robustness curves."""
     presets = pd.read_csv(run.path("degradation", "presets.csv")).rename(columns={"preset": "condition"})
@@ -243,7 +315,10 @@ def headline_summary(head: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
         base = g[g["restorer"] == "none"].iloc[0]
         row = {"classifier": clf, "condition": cond, "accuracy": fmt(base, "accuracy"), "macro-F1": fmt(base, "macro_f1"),
                "kappa": round(float(base["kappa"]), 3), "best restorer (significant)": "", "restored accuracy": ""}
-        b = best[(best["classifier"] == clf) & (best["condition"] == cond) & best["marked"]] if len(best) else best
+        tried = best[(best["classifier"] == clf) & (best["condition"] == cond)] if len(best) else best
+        if cond != "clean":  # say why the column is blank: nothing significant, or no restorer ran on this preset
+            row["best restorer (significant)"] = "none significant" if len(tried) else "not restored in this run"
+        b = tried[tried["marked"]] if len(tried) else tried
         if len(b):
             r = g[g["restorer"] == b.iloc[0]["a"]].iloc[0]
             row.update({"best restorer (significant)": f"{b.iloc[0]['a']} ({stats.format_p(b.iloc[0]['p_holm'])})",
@@ -265,13 +340,19 @@ def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
     """Compute notebook 06's tables and findings and write them to ``statistics/`` (CSV, and findings.json)."""
     from .io import write_csv, write_json
 
+    from . import data
+
+    for classifiers, stage in ((params.classification.vit, "vit"), (params.classification.baselines, "baselines")):
+        scoring.build(params, run, classifiers, stage=stage, progress=params.show_progress)  # upstream, when run alone
     head = headline_table(run, n_boot=params.statistics.n_boot, seed=params.seed)
-    tests = paired_tests(run)
+    tests = paired_tests(run, n_boot=params.statistics.n_boot, seed=params.seed)
     best = best_restorers(tests) if len(tests) else pd.DataFrame()
     corr, points = psnr_vs_accuracy(run, tests) if len(tests) else (pd.DataFrame(), pd.DataFrame())
     lines = sentences(tests, best, corr) if len(tests) else ["No classifier could be scored in this run (see 'Not in this run')."]
     out = run.path("statistics")
     for name, df in {"headline": head, "tests": tests, "best_restorers": best, "psnr_vs_accuracy": corr, "psnr_accuracy_points": points}.items():
         write_csv(out / f"{name}.csv", df)
-    write_json(out / "findings.json", {"findings": lines, "n_boot": params.statistics.n_boot, "seed": params.seed})
-    return {"head": head, "tests": tests, "best": best, "corr": corr, "points": points, "lines": lines}
+    presets = pd.read_csv(run.path("degradation", "presets.csv"))
+    answer = verdict(tests, dict(zip(presets["preset"], presets["family"])), data.read_evaluation(run))
+    write_json(out / "findings.json", {"verdict": answer, "findings": lines, "n_boot": params.statistics.n_boot, "seed": params.seed})
+    return {"head": head, "tests": tests, "best": best, "corr": corr, "points": points, "lines": lines, "verdict": answer}

@@ -13,16 +13,21 @@ import platform
 import subprocess
 import sys
 import tempfile
+import zipfile
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, TypeVar
 
 import numpy as np
 import pandas as pd
 
 from .paths import PROJECT_ROOT, REPORTS_DIR
+
+T = TypeVar("T")
+#: what reading a damaged cache file raises (truncated zip/npz, garbled CSV or JSON, a missing column or array)
+CACHE_ERRORS = (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile)
 
 #: Packages whose versions are recorded next to every run's outputs.
 TRACKED_PACKAGES = (
@@ -94,6 +99,25 @@ def load_images(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path} is missing: run the notebook that writes it first (or `fer-study run`)")
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def read_if_computed_for(path: str | os.PathLike, digest: str) -> dict[str, np.ndarray] | None:
+    """A saved stack when it exists, loads, and was computed for ``digest``; None otherwise (then recompute it)."""
+    if not Path(path).is_file():
+        return None
+    try:
+        z = load_images(path)
+    except CACHE_ERRORS:
+        return None
+    return z if str(z.get("params_digest", "")) == digest else None
+
+
+def check_archive(path: str | os.PathLike) -> None:
+    """Raise when a saved ``.npz`` is missing, truncated or corrupt (zip CRCs checked, arrays not decoded)."""
+    with zipfile.ZipFile(path) as z:
+        bad = z.testzip()
+    if bad is not None:
+        raise zipfile.BadZipFile(f"{path}: member {bad} fails its CRC check")
 
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -264,6 +288,18 @@ class RunDir:
             return False
         force = os.environ.get(FORCE_ENV)
         return mark.get("params_digest") == digest and (not force or mark.get("force_token") == force)
+
+    def cached(self, stage: str, digest: str, load: Callable[[], T]) -> T | None:
+        """``load()`` the stage's cached outputs when they were computed for ``digest``; None when they were not,
+        or when a cache file fails to load (truncated, edited into nonsense): the caller then recomputes."""
+        if not self.stage_done(stage, digest):
+            return None
+        try:
+            return load()
+        except CACHE_ERRORS as exc:  # an unreadable cache file: recompute rather than crash or serve it
+            print(f"[{stage}] a cached output could not be read ({type(exc).__name__}: {str(exc)[:160]}); recomputing the stage")
+            self.stage_file(stage).unlink(missing_ok=True)
+            return None
 
     def stage_digest(self, stage: str) -> str:
         """The key the stage's output was last computed for ("" when it has none): what downstream keys include."""

@@ -181,8 +181,9 @@ def build(params, run, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFram
 
     degrade.build(params, run, progress)
     digest = stage_key(params, "quality", upstream=[run.stage_digest(degrade.STAGE)])
-    if run.stage_done(STAGE, digest):
-        return pd.read_csv(run.path("quality", "scores.csv")), pd.read_csv(run.path("quality", "detector.csv"))
+    cached = run.cached(STAGE, digest, lambda: (pd.read_csv(run.path("quality", "scores.csv")), pd.read_csv(run.path("quality", "detector.csv"))))
+    if cached is not None:
+        return cached
     clean = data.load_clean(run)
     conditions = {"clean": clean.images}
     for p in params.degradation.resolved_presets():

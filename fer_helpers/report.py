@@ -6,13 +6,13 @@ import html
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 import pandas as pd
 
 from . import compute
 from .config import StudyParams, load_params
-from .data import read_evaluation
+from .data import DEMONSTRATION_FACES, read_evaluation
 from .io import RunDir, read_json, write_json
 
 #: plotly renderer for notebooks: the mimetype for JupyterLab, plus HTML with plotly.js embedded
@@ -49,6 +49,11 @@ def write_headline(run: RunDir, key: str, title: str, table: pd.DataFrame, note:
         {"title": title, "note": note, "order": order, "columns": list(map(str, table.columns)),
          "rows": table.astype(object).where(table.notna(), None).values.tolist()},
     )
+
+
+def write_paragraph(run: RunDir, key: str, title: str, text: str, order: int | None = None) -> None:
+    """Record a paragraph of generated text for the index (a negative ``order`` puts it first, under the title)."""
+    write_json(run.headlines_dir / f"{key}.json", {"title": title, "text": text, "order": order})
 
 
 def read_headlines(run: RunDir) -> list[dict[str, Any]]:
@@ -88,6 +93,7 @@ h1{margin-bottom:.2em} .meta{color:#666;font-size:.9em} table{border-collapse:co
 th,td{border:1px solid #ddd;padding:4px 8px;text-align:right} th{background:#f4f4f4} td:first-child,th:first-child{text-align:left}
 .ok{color:#1a7f37}.failed{color:#cf222e}.skipped{color:#9a6700} .note{color:#555;font-size:.9em;margin-top:-1em}
 ul.nb li{margin:.2em 0} .demo{background:#fff8c5;border:1px solid #d4a72c;padding:.5em .8em}
+.verdict{font-size:1.05em;line-height:1.5;background:#f6f8fa;border-left:4px solid #0969da;padding:.6em 1em}
 """
 
 
@@ -100,18 +106,21 @@ def _fmt(v: Any) -> str:
 
 
 def _headline_html(h: dict[str, Any]) -> str:
+    if "text" in h:
+        return f"<h2>{html.escape(h['title'])}</h2><p class='verdict'>{html.escape(h['text'])}</p>"
     rows = "".join("<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in h["rows"])
     note = f"<p class='note'>{html.escape(h['note'])}</p>" if h.get("note") else ""
     head = "".join(f"<th>{html.escape(c)}</th>" for c in h["columns"])
     return f"<h2>{html.escape(h['title'])}</h2><table><tr>{head}</tr>{rows}</table>{note}"
 
 
-#: below this many scored faces a run is labelled a demonstration
-DEMONSTRATION_FACES = 300
+#: notebook statuses whose pages and headline tables belong to this run (a failed notebook's partial page does too)
+SHOWN_STATUSES = ("done", "skipped (unchanged)")
 
 
-def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -> Path:
-    """Write ``index.html``: links to every notebook's HTML, then the headline tables the notebooks recorded."""
+def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str], hidden: Iterable[str] = ()) -> Path:
+    """Write ``index.html``: the verdict, links to the pages this run's notebooks produced, then the headline
+    tables the notebooks recorded, except ``hidden`` ones (those of notebooks that did not run this time)."""
     from .io import atomic_write_text
 
     versions = read_json(run.versions_file) if run.versions_file.exists() else {}
@@ -125,6 +134,9 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -
         f" &middot; git <code>{html.escape(str(versions.get('git_commit')))}</code> &middot; "
         "<a href='params.resolved.yaml'>parameters</a> &middot; <a href='versions.json'>versions</a></p>",
     ]
+    heads = [h for h in read_headlines(run) if h["key"] not in set(hidden)]
+    first = [h for h in heads if "text" in h and (h.get("order") or 0) < 0]  # the verdict opens the page
+    parts[3:3] = [_headline_html(h) for h in first]
     evaluation = read_evaluation(run)
     faces = evaluation.get("faces_after_audit_and_subsetting", evaluation.get("faces", 0)) if evaluation else 0
     if evaluation and faces < DEMONSTRATION_FACES:
@@ -137,16 +149,16 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str]) -
         parts.append(f"<p class='meta'><b>Scored faces:</b> {html.escape(evaluation['note'])}; after the audit and "
                      f"subsetting {evaluation.get('faces_after_audit_and_subsetting', evaluation['faces']):,} faces. "
                      f"<b>Models selected on them:</b> {html.escape(selected)}.</p>")
-    heads = read_headlines(run)
-    lead = [h for h in heads if (h.get("order") if h.get("order") is not None else 1_000) < 10]  # the study's answer first
+    lead = [h for h in heads if h not in first and (h.get("order") if h.get("order") is not None else 1_000) < 10]
     parts += [_headline_html(h) for h in lead]
     parts.append("<h2>Notebooks</h2><ul class='nb'>")
     for nb, status in statuses.items():
-        cls = "ok" if status in ("done", "skipped (unchanged)") else "failed" if status.startswith("failed") else "skipped"
-        link = f"<a href='{nb}.html'>{nb}</a>" if run.path(f"{nb}.html").exists() else nb
+        cls = "ok" if status in SHOWN_STATUSES else "failed" if status.startswith("failed") else "skipped"
+        produced = cls != "skipped" and run.path(f"{nb}.html").exists()  # an older page is not this run's
+        link = f"<a href='{nb}.html'>{nb}</a>" if produced else nb
         parts.append(f"<li>{link} <span class='{cls}'>{html.escape(status)}</span></li>")
     parts.append("</ul>")
-    parts += [_headline_html(h) for h in heads if h not in lead]
+    parts += [_headline_html(h) for h in heads if h not in lead and h not in first]
     parts.append("</body></html>")
     out = run.path("index.html")
     atomic_write_text(out, "\n".join(parts))

@@ -500,6 +500,19 @@ def restorer_names(params) -> list[str]:
     return names + [g + GATE_SUFFIX for g in params.restoration.gate if g != "none"]
 
 
+def _read_outputs(run) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The restoration stage's cached tables, every restored archive checked (raises if one is damaged)."""
+    import pandas as pd
+
+    from .io import check_archive
+
+    metrics = pd.read_csv(run.path("restoration", "metrics.csv"))
+    for r, c in metrics[["restorer", "condition"]].drop_duplicates().itertuples(index=False):
+        if r != "none":  # "none" is the degraded faces themselves
+            check_archive(restored_file(run, r, c))
+    return metrics, pd.read_csv(run.path("restoration", "restorers.csv"))
+
+
 def restored_file(run, restorer: str, preset: str) -> Path:
     return run.path("restored", restorer, f"{preset}.npz")
 
@@ -540,15 +553,16 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
 
 
     from . import data, degrade, quality
-    from .io import load_images, save_images, stage_key, weights_files, write_csv
+    from .io import read_if_computed_for, save_images, stage_key, weights_files, write_csv
 
     quality.build(params, run, progress)
     from . import unet
 
     digest = stage_key(params, "restoration", upstream=[run.stage_digest(quality.STAGE)],
                        inputs=[MODELS_DIR / "unet_denoiser", *weights_files(params.restoration.weights)])
-    if run.stage_done(STAGE, digest):
-        return pd.read_csv(run.path("restoration", "metrics.csv")), pd.read_csv(run.path("restoration", "restorers.csv"))
+    cached = run.cached(STAGE, digest, lambda: _read_outputs(run))
+    if cached is not None:
+        return cached
     if params.restoration.train_unet:
         from . import unet
 
@@ -578,10 +592,9 @@ def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataF
         for name, r in restorers.items():
             f = restored_file(run, name, cond)
             out = None
-            if name != "none" and f.is_file():
-                z = load_images(f)
-                if str(z.get("params_digest", "")) == digest:
-                    out, spi = z["images"], float(z["seconds_per_image"])
+            z = read_if_computed_for(f, digest) if name != "none" else None
+            if z is not None:
+                out, spi = z["images"], float(z["seconds_per_image"])
             if out is None:
                 out, spi = run_restorer(r, degraded, ctx.batch_size, progress, desc=f"{name} on {cond}", done=done)
                 if name != "none":

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from .config import StudyParams, load_params
 from .io import RunDir, read_json, write_json
 from .paths import NOTEBOOKS_DIR
-from .report import build_index, export_html
+from .report import SHOWN_STATUSES, build_index, export_html
 
 STATE_FILE = "runner_state.json"
 
@@ -132,8 +132,10 @@ def _run_study(
             continue
         upstream_reran = True
         out_nb.parent.mkdir(parents=True, exist_ok=True)
+        _remove_outputs(run, name, prev)  # a failure must not leave the previous run's page or tables behind
         state[name] = {"status": "running", "params": digest, "source": src_digest}
         write_json(state_path, state)
+        before = _headline_stamps(run)
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -144,7 +146,8 @@ def _run_study(
         except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
             seconds[name] = time.perf_counter() - t0
             what = _describe_failure(exc)
-            state[name] = {"status": "failed", "params": digest, "source": src_digest, "error": what}
+            state[name] = {"status": "failed", "params": digest, "source": src_digest, "error": what,
+                           "headlines": _written_since(run, before)}
             write_json(state_path, state)
             statuses[name] = f"failed: {what}"
             try:
@@ -153,13 +156,36 @@ def _run_study(
                 pass
             for rest in notebooks[notebooks.index(name) + 1 :]:
                 statuses[rest] = "not run (an earlier notebook failed)"
-            build_index(run, params, statuses)
+            build_index(run, params, statuses, _hidden_headlines(state, statuses))
             raise NotebookFailed(name, f"notebook {name} failed in {what}; partial output: {out_nb}", out_nb) from None
         seconds[name] = time.perf_counter() - t0
         export_html(out_nb, out_html)
-        state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1)}
+        state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1),
+                       "headlines": _written_since(run, before)}
         write_json(state_path, state)
         statuses[name] = "done"
         bar.write(f"[{name}] done in {seconds[name]:.1f} s")
-    index = build_index(run, params, statuses)
+    index = build_index(run, params, statuses, _hidden_headlines(state, statuses))
     return RunResult(run.root, index, statuses, seconds)
+
+
+def _headline_stamps(run: RunDir) -> dict[str, int]:
+    d = run.headlines_dir
+    return {f.stem: f.stat().st_mtime_ns for f in d.glob("*.json")} if d.is_dir() else {}
+
+
+def _written_since(run: RunDir, before: Mapping[str, int]) -> list[str]:
+    """The headline tables a notebook wrote: new files, or files rewritten since ``before``."""
+    return sorted(k for k, t in _headline_stamps(run).items() if before.get(k) != t)
+
+
+def _remove_outputs(run: RunDir, name: str, prev: Mapping[str, Any]) -> None:
+    run.path(f"{name}.html").unlink(missing_ok=True)
+    for key in prev.get("headlines", []):
+        (run.headlines_dir / f"{key}.json").unlink(missing_ok=True)
+
+
+def _hidden_headlines(state: Mapping[str, Any], statuses: Mapping[str, str]) -> set[str]:
+    """Headline tables of notebooks that did not run this time (stale, not run): not this run's answer."""
+    return {k for nb, status in statuses.items() if status not in SHOWN_STATUSES and not status.startswith("failed")
+            for k in state.get(nb, {}).get("headlines", [])}

@@ -69,9 +69,9 @@ def build(params, run, classifiers: Sequence[str], stage: str, progress: bool = 
     digest = stage_key(params, "classification", upstream=[run.stage_digest(restore.STAGE)],
                        inputs=[MODELS_DIR / d for d in ("cnn", "vit_fer2013", "landmarks", "transfer")]
                        + weights_files(params.classification.weights) + [landmarker_path(params)])
-    out_dir = run.path("classification")
-    if run.stage_done(stage, digest):
-        return read_metrics(run, classifiers), pd.read_csv(out_dir / f"{stage}_classifiers.csv")
+    cached = run.cached(stage, digest, lambda: _read_outputs(run, stage, classifiers))
+    if cached is not None:
+        return cached
     clean = data.load_clean(run)
     c = params.classification
     keys = condition_keys(run, c.restorers, c.presets, c.restored_presets)
@@ -129,6 +129,16 @@ def score_folder(params, run, classifiers: Sequence[str], progress: bool = True)
     data.prepare(params, run, progress)
     clean = data.load_clean(run)
     return score(run, clean, [f"none{KEY_SEP}clean"], lambda r, c: clean.images, classifiers, context_for(params, run), "score", progress)
+
+
+def _read_outputs(run, stage: str, classifiers: Sequence[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A scoring stage's cached tables, each available classifier's probabilities checked (raises if damaged)."""
+    from .io import check_archive
+
+    table = pd.read_csv(run.path("classification", f"{stage}_classifiers.csv"))
+    for clf in table[table["available"].astype(bool)]["classifier"]:
+        check_archive(run.path("classification", f"{clf}.npz"))
+    return read_metrics(run, classifiers), table
 
 
 def read_metrics(run, classifiers: Sequence[str] | None = None) -> pd.DataFrame:

@@ -6,7 +6,6 @@ from PIL import Image
 
 from fer_helpers import faces, predict
 from fer_helpers.data import CLASSES
-from fer_helpers.paths import SAMPLE_FER2013_DIR
 
 pytest.importorskip("facenet_pytorch")
 

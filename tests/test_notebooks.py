@@ -222,3 +222,33 @@ def test_notebook_05_runs_alone(fer2013_dir, tmp_path, monkeypatch):
                                                   "classification.restorers": None}})
     m = pd.read_csv(tmp_path / "run" / "classification" / "baselines_metrics.csv")
     assert set(m["restorer"]) == {"none", "median"} and set(m["condition"]) == {"clean", "noise_25"} and (m["faces"] == 7).all()
+
+
+ALONE_OVERRIDES = {"data.per_class": 1, "degradation.presets": ["noise_25"], "restoration.restorers": ["none", "median"],
+                   "restoration.gate": [], "classification.vit": ["vit_fer2013"], "classification.baselines": ["cnn"],
+                   "classification.presets": None, "classification.restorers": None}
+
+
+@pytest.mark.parametrize("notebook, output", [
+    ("01_degradation", "degradation/metrics.csv"),
+    ("03_restoration", "restoration/metrics.csv"),
+    ("04_vit", "classification/vit_metrics.csv"),
+    ("06_visualization", "statistics/findings.json"),
+])
+def test_each_notebook_runs_alone_on_an_empty_run_folder(notebook, output, fer2013_dir, tmp_path, monkeypatch):
+    """Opened alone in JupyterLab or on Colab, each notebook computes its upstream itself and runs to the end
+    (02 and 05 have their own tests above)."""
+    import json
+
+    monkeypatch.setenv("FER2013_DIR", str(fer2013_dir))
+    run_dir = tmp_path / "run"
+    pm.execute_notebook(str(NOTEBOOKS_DIR / f"{notebook}.ipynb"), str(tmp_path / "out.ipynb"), cwd=str(NOTEBOOKS_DIR),
+                        progress_bar=False, parameters={"PARAMS_FILE": str(PARAMS_DIR / "smoke.yaml"), "RUN_DIR": str(run_dir),
+                                                        "OVERRIDES": ALONE_OVERRIDES})
+    assert (run_dir / output).is_file()
+    if notebook == "06_visualization":
+        verdict = json.loads((run_dir / "statistics" / "findings.json").read_text())["verdict"]
+        assert verdict.startswith("Scored on 7 faces") and "too few" in verdict
+        tests = pd.read_csv(run_dir / "statistics" / "tests.csv")
+        assert set(tests["classifier"]) == {"vit_fer2013", "cnn"}
+        assert (tests["difference_lo"] <= tests["difference"] + 1e-12).all() and (tests["difference"] <= tests["difference_hi"] + 1e-12).all()

@@ -120,3 +120,26 @@ def test_report_pages_draw_every_figure_without_javascript_errors_in_chromium(de
         assert r["drawn"] == r["figures"], (page, r)
         if page != "index.html":
             assert r["figures"] >= 1, page
+
+
+def test_index_links_and_shows_only_what_this_run_produced(tmp_path):
+    """A notebook that did not run this time is listed as such: no link to an older page, no older tables."""
+    from fer_helpers import report, runner
+    from fer_helpers.config import load_params
+    from fer_helpers.io import RunDir
+
+    run, params = RunDir(tmp_path), load_params(None)
+    for nb in ("01_degradation", "02_quality_check", "03_restoration"):
+        run.path(f"{nb}.html").write_text("<html></html>")
+    report.write_paragraph(run, "00_verdict", "The answer", "Restoration helped nobody.", order=-1)
+    report.write_headline(run, "10_old", "Old degradation table", pd.DataFrame({"x": [1]}), order=10)
+    report.write_headline(run, "20_new", "Fresh quality table", pd.DataFrame({"x": [2]}), order=20)
+    state = {"01_degradation": {"headlines": ["10_old"]}, "02_quality_check": {"headlines": ["20_new"]},
+             "06_visualization": {"headlines": ["00_verdict"]}}
+    statuses = {"01_degradation": "stale (an earlier notebook reran; run without --only)", "02_quality_check": "done",
+                "03_restoration": "not run (--only)", "06_visualization": "skipped (unchanged)"}
+    page = report.build_index(run, params, statuses, runner._hidden_headlines(state, statuses)).read_text()
+    assert "href='02_quality_check.html'" in page
+    assert "href='01_degradation.html'" not in page and "href='03_restoration.html'" not in page
+    assert "Fresh quality table" in page and "Old degradation table" not in page
+    assert page.index("Restoration helped nobody.") < page.index("<h2>Notebooks</h2>")

@@ -90,3 +90,74 @@ def test_findings_sentences_never_read_from_x_to_x():
     corr = pd.DataFrame(columns=["classifier", "restorer", "spearman_rho", "spearman_p", "n"])
     (line,) = findings.sentences(tests, best, corr)
     assert line == "auto lowers cnn accuracy on seed003_low from 51.63% to 51.60% (not significant: p = 1.000, Holm)."
+
+
+def test_paired_difference_interval_matches_resampling_faces():
+    """The multinomial shortcut draws the same distribution as resampling face indices."""
+    rng = np.random.default_rng(3)
+    a = rng.random(400) < 0.6
+    b = a.copy()
+    flip = rng.choice(400, 60, replace=False)
+    b[flip[:45]] = ~b[flip[:45]]  # a mix of faces only a or only b gets right
+    b[flip[45:]] = True
+    lo, hi = stats.paired_difference_ci(a, b, n_boot=4000, seed=1)
+    idx = np.random.default_rng(2).integers(0, 400, size=(4000, 400))
+    boots = (a[idx].astype(float) - b[idx]).mean(1)
+    assert lo == pytest.approx(np.quantile(boots, 0.025), abs=0.006)
+    assert hi == pytest.approx(np.quantile(boots, 0.975), abs=0.006)
+    assert lo < a.mean() - b.mean() < hi
+    assert (lo, hi) == stats.paired_difference_ci(a, b, n_boot=4000, seed=1)  # seeded
+    assert stats.paired_difference_ci(a, a) == (0.0, 0.0)
+
+
+def _tests_table(rows):
+    import pandas as pd
+
+    cols = {"test": "restoration", "a": "unet", "b": "none", "accuracy_a": 0.6, "accuracy_b": 0.5, "p_holm": 0.01}
+    return pd.DataFrame([cols | r for r in rows])
+
+
+def test_verdict_names_the_faces_each_family_harm_and_gate():
+    from fer_helpers import findings
+
+    t = _tests_table([
+        {"classifier": "cnn", "condition": "noise_25", "difference": 0.08, "difference_lo": 0.05, "difference_hi": 0.11, "significant": True},
+        {"classifier": "cnn", "condition": "noise_35", "difference": 0.12, "difference_lo": 0.09, "difference_hi": 0.15, "significant": True},
+        {"classifier": "vit", "condition": "noise_25", "difference": 0.01, "difference_lo": -0.01, "difference_hi": 0.03, "significant": False},
+        {"classifier": "cnn", "condition": "jpeg_10", "difference": -0.04, "difference_lo": -0.06, "difference_hi": -0.02, "significant": True},
+        {"classifier": "vit", "condition": "jpeg_10", "difference": 0.0, "difference_lo": -0.01, "difference_hi": 0.01, "significant": False},
+        {"test": "gate", "a": "unet+gate", "b": "unet", "classifier": "cnn", "condition": "noise_25", "difference": 0.02,
+         "difference_lo": 0.01, "difference_hi": 0.03, "significant": True},
+    ])
+    text = findings.verdict(t, {"noise_25": "gaussian_noise", "noise_35": "gaussian_noise", "jpeg_10": "jpeg"},
+                            {"faces_after_audit_and_subsetting": 3309, "note": "PublicTest only", "selected_on_these": True})
+    assert text.startswith("Scored on 3,309 faces: PublicTest only (the models were selected on these faces).")
+    assert "Gaussian noise: restoration significantly raised the accuracy of cnn (+12.0 points [+9.0, +15.0], unet on noise_35); " \
+           "for vit no restorer did." in text
+    assert "JPEG: no restorer significantly raised any classifier's accuracy." in text
+    assert "significantly lowered accuracy in 1 of 5 restored comparisons (the largest: unet on jpeg_10 for cnn, -4.0 points" in text
+    assert "significant difference in 1 of 1 comparisons, better than restoring every face in 1 of them." in text
+    assert "Nothing" not in text
+
+
+def test_verdict_says_why_when_nothing_is_significant():
+    from fer_helpers import findings
+
+    t = _tests_table([{"classifier": "cnn", "condition": "noise_25", "difference": 0.14, "difference_lo": -0.1,
+                       "difference_hi": 0.4, "significant": False}])
+    text = findings.verdict(t, {"noise_25": "gaussian_noise"}, {"faces": 7, "note": "all 7 faces of test/"})
+    assert "Nothing that restoration or the gate did was significant. 7 faces are too few" in text
+    assert "Restoration never significantly lowered accuracy (1 restored comparisons)." in text
+
+
+def test_headline_summary_says_why_a_best_restorer_cell_is_empty():
+    import pandas as pd
+
+    from fer_helpers import findings
+
+    ci = {"accuracy_lo": 0.4, "accuracy_hi": 0.6, "macro_f1": 0.5, "macro_f1_lo": 0.4, "macro_f1_hi": 0.6, "kappa": 0.3}
+    head = pd.DataFrame([{"classifier": "cnn", "condition": c, "restorer": r, "accuracy": 0.5, **ci}
+                         for c, r in [("clean", "none"), ("noise_25", "none"), ("noise_25", "unet"), ("jpeg_10", "none")]])
+    best = pd.DataFrame([{"classifier": "cnn", "condition": "noise_25", "a": "unet", "marked": False, "p_holm": 0.3}])
+    got = findings.headline_summary(head, best).set_index("condition")["best restorer (significant)"]
+    assert got.to_dict() == {"clean": "", "noise_25": "none significant", "jpeg_10": "not restored in this run"}
