@@ -22,7 +22,7 @@ import numpy as np
 from .data import CLASSES
 from .degrade import _as_stack
 from .paths import MODELS_DIR
-from .registry import registrar
+from .registry import Unavailable, loading, registrar
 
 #: Label spellings seen in FER models and data sets, mapped to canonical classes.
 LABEL_ALIASES: dict[str, str] = {
@@ -36,12 +36,8 @@ class ClassifierError(ValueError):
     """A classifier that cannot be used as asked; the message says why and what to do."""
 
 
-class ClassifierUnavailable(RuntimeError):
-    """A classifier that cannot run here (weights or hub model missing); ``reason`` and ``fix`` say more."""
-
-    def __init__(self, name: str, reason: str, fix: str):
-        super().__init__(f"{name}: {reason} ({fix})")
-        self.name, self.reason, self.fix = name, reason, fix
+class ClassifierUnavailable(Unavailable):
+    """A classifier that cannot run in this environment (see :class:`fer_helpers.registry.Unavailable`)."""
 
 
 def label_index(model_labels: Sequence[str] | Mapping[int, str], model: str = "model") -> np.ndarray:
@@ -194,11 +190,11 @@ def _load_cnn(name: str, path: str, ctx: ClassifyContext):
     from . import cnn
     from .compute import for_inference
 
-    try:
+    fix = "train it: python -m fer_helpers.cnn --help" + (" (with --degrade-p 0.5)" if name == "cnn_robust" else "")
+    if not Path(path).is_file():
+        raise ClassifierUnavailable(name, f"weights file {path} not found", fix)
+    with loading(ClassifierUnavailable, name, path, "CompactCNN weights file", fix):
         model, card = cnn.load(path, ctx.device)
-    except (FileNotFoundError, ValueError) as e:
-        fix = "train it: python -m fer_helpers.cnn --help" + (" (with --degrade-p 0.5)" if name == "cnn_robust" else "")
-        raise ClassifierUnavailable(name, str(e), fix) from None
     return model, for_inference(model, ctx.device), card
 
 
@@ -254,10 +250,11 @@ class _Transfer(Classifier):
     def __init__(self, ctx: ClassifyContext):
         from . import transfer
 
-        try:
-            self.model, self.card = transfer.load(_weights(self.name, ctx), ctx.device)
-        except (FileNotFoundError, ValueError, KeyError) as e:
-            raise ClassifierUnavailable(self.name, str(e).split(":")[0], f"train it on a GPU: python -m fer_helpers.transfer --arch {self.name} ...") from None
+        path, fix = _weights(self.name, ctx), f"train it on a GPU: python -m fer_helpers.transfer --arch {self.name} ..."
+        if not Path(path).is_file():
+            raise ClassifierUnavailable(self.name, f"weights file {path} not found", fix)
+        with loading(ClassifierUnavailable, self.name, path, f"{self.name} weights file", fix):
+            self.model, self.card = transfer.load(path, ctx.device)
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
@@ -282,7 +279,9 @@ class _HFViT(Classifier):
     def __init__(self, ctx: ClassifyContext):
         from . import vit
 
-        self.model, self.processor = vit.load(_weights(self.name, ctx), ctx.device)
+        path = _weights(self.name, ctx)
+        with loading(ClassifierUnavailable, self.name, path, "Hugging Face ViT model", "check the folder or hub id, or retrain: python -m fer_helpers.vit train --help"):
+            self.model, self.processor = vit.load(path, ctx.device)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         label_index(self.labels, self.name)  # fail now, with the labels named, if they cannot be mapped
         self.device, self.batch_size = ctx.device, ctx.batch_size
@@ -312,14 +311,18 @@ class _Landmarks(Classifier):
     def __init__(self, ctx: ClassifyContext):
         from . import landmarks
 
-        try:
-            self.model, self.card = landmarks.load(_weights(self.name, ctx), self.name)
-        except (FileNotFoundError, ValueError) as e:
-            raise ClassifierUnavailable(self.name, str(e), "train them: python -m fer_helpers.landmarks --help") from None
+        path, fix = _weights(self.name, ctx), "train them: python -m fer_helpers.landmarks --help"
+        if not Path(path).is_file():
+            raise ClassifierUnavailable(self.name, f"weights file {path} not found", fix)
+        with loading(ClassifierUnavailable, self.name, path, f"{self.name} weights file", fix):
+            self.model, self.card = landmarks.load(path, self.name)
         self.task = (ctx.weights or {}).get("landmarker")
+        task_fix = "download the official face_landmarker.task and set classification.landmarker to it"
         if not self.task or not Path(self.task).is_file():
-            raise ClassifierUnavailable(self.name, f"MediaPipe face_landmarker.task not found ({self.task})",
-                                        "download the official face_landmarker.task and set classification.landmarker to it")
+            raise ClassifierUnavailable(self.name, f"MediaPipe face_landmarker.task not found ({self.task})", task_fix)
+        with loading(ClassifierUnavailable, self.name, self.task, "MediaPipe face landmarker bundle", task_fix):
+            landmarks.check_task(self.task)
+
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         """Probabilities; rows of faces without landmarks are NaN (see :func:`predictions`).
 

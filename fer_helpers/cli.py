@@ -166,8 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             stale = sync_badges(check=a.check)
             print(("out of date: " if a.check else "updated: ") + (", ".join(stale) or "none"))
             return 1 if (a.check and stale) else 0
-    except (ParamsError, DataError, ValueError, FileNotFoundError) as e:
+    except (ParamsError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a missing file, a read-only or full disk, a file where a folder should be
+        from .io import describe_os_error
+
+        print(f"error: {describe_os_error(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         # finished stages and notebooks are on disk (files are written atomically): a rerun picks up from there

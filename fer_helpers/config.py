@@ -13,6 +13,7 @@ import hashlib
 import json
 import os
 import re
+import typing
 from pathlib import Path
 from typing import Any, Literal, Optional
 
@@ -29,6 +30,28 @@ class ParamsError(ValueError):
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_for_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """YAML reads ``yes``/``true`` as a boolean, which pydantic would quietly turn into 1: refuse it for numbers."""
+        if isinstance(v, bool):
+            ann = cls.model_fields[info.field_name].annotation
+            if not _accepts_bool(ann) and _accepts_number(ann):
+                raise ValueError("expected a number, not a yes/no value (YAML reads yes, no, true and false as booleans)")
+        return v
+
+
+def _args(ann: Any) -> tuple[Any, ...]:
+    return typing.get_args(ann) or (ann,)
+
+
+def _accepts_bool(ann: Any) -> bool:
+    return any(a is bool or a is Any for a in _args(ann))
+
+
+def _accepts_number(ann: Any) -> bool:
+    return any(a in (int, float) for a in _args(ann))
 
 
 class DataParams(_Section):
@@ -369,6 +392,8 @@ class StudyParams(_Section):
     def data_path(self) -> Path:
         """``data.path`` with variables expanded; a clear error when ``$FER2013_DIR`` is needed but unset."""
         raw = self.data.path
+        if "$" in raw and Path(raw).is_absolute() and Path(raw).exists():
+            return Path(raw)  # an already-resolved path whose folder name holds a '$': not a variable to expand
         for var in re.findall(r"\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?", raw):
             if var not in os.environ:
                 raise ParamsError(
@@ -460,8 +485,9 @@ def _explain(err: dict[str, Any], source: str) -> str:
     if msg.startswith("Value error, "):
         msg = msg[len("Value error, ") :]
     got = err.get("input")
-    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
-    return f"{source}: {key}: {msg}{got_s}"
+    got_s = "" if isinstance(got, dict) or repr(got) in msg or str(got) in msg else f" (got {got!r})"
+    prefix = "" if key == "(top level)" or msg.startswith(key) else f"{key}: "  # a cross-section check names its keys
+    return f"{source}: {prefix}{msg}{got_s}"
 
 
 def parse_params(raw: dict[str, Any] | None, source: str = "<params>", overrides: dict[str, Any] | None = None) -> StudyParams:
@@ -491,10 +517,45 @@ def load_params(path: str | os.PathLike | None = None, overrides: dict[str, Any]
             have = ", ".join(sorted(x.name for x in PARAMS_DIR.glob("*.yaml")))
             raise ParamsError(f"parameter file {p} not found; the sets in params/ are: {have}")
     try:
-        raw = yaml.safe_load(p.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ParamsError(f"{p}: not valid YAML ({str(e).splitlines()[0]}); fix the syntax at the line it names") from None
+        text = p.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise ParamsError(f"{p}: not UTF-8 text (byte {e.start}); save the parameter file as UTF-8") from None
+    raw = read_yaml(text, str(p))
+    if raw is None:
+        raise ParamsError(f"{p}: the file is empty; copy params/default.yaml and change what you need")
     return parse_params(raw, source=str(p), overrides=overrides)
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """safe_load, but a duplicated key or an empty value (``per_class:``, which YAML reads as null) is an error:
+    either would silently change the study."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, yaml.Mark] = {}
+        for key_node, value_node in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicated key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+            if isinstance(value_node, yaml.ScalarNode) and value_node.tag == "tag:yaml.org,2002:null" and value_node.value == "":
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"{key!r} has no value; write null for 'none' or give a value", value_node.start_mark)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _StrictLoader.construct_mapping)
+
+
+def read_yaml(text: str, source: str) -> Any:
+    """Parse YAML strictly (see :class:`_StrictLoader`); errors name the source, line and column."""
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ParamsError(f"{source}: not valid YAML{where}: {problem}") from None
 
 
 def save_params(params: StudyParams, path: Path) -> None:

@@ -305,6 +305,16 @@ def audit(eval_ds: Dataset, train_ds: Dataset | None, blank_std_max: float) -> A
     )
 
 
+def no_faces_left(read: int, dropped: pd.DataFrame, path: Path, split: str) -> str:
+    """Why a run has no evaluation face left: how many were read and which were dropped for what."""
+    if read == 0:
+        return f"no {split} images in {path}: the folder holds none this run can read"
+    shown = "; ".join(f"{i} ({r})" for i, r in dropped.head(3).itertuples(index=False))
+    more = f" and {len(dropped) - 3} more" if len(dropped) > 3 else ""
+    return (f"no {split} images left from {path}: all {read} were dropped by the audit: {shown}{more}; keep them with "
+            "data.drop_blank=false or data.drop_test_duplicates_of_train=false, or use other images")
+
+
 def drop_flagged(ds: Dataset, audit_: Audit, drop_train_duplicates: bool, drop_blank: bool) -> tuple[Dataset, pd.DataFrame]:
     """Remove eval images the audit flagged (as the parameters ask); return the kept set and what was dropped, with why."""
     reasons: dict[str, str] = {}
@@ -378,7 +388,7 @@ def prepare(params, run, progress: bool = True) -> dict:
     kept, dropped = drop_flagged(ev, au, d.drop_test_duplicates_of_train, d.drop_blank)
     kept = subset_per_class(kept, d.per_class, params.seed)
     if len(kept) == 0:
-        raise DataError(f"no {d.eval_split} images left from {path} after the audit's drops and subsetting")
+        raise DataError(no_faces_left(len(ev), dropped, path, d.eval_split))
     out = run.path("data")
     save_images(run.clean_file, kept.ids, kept.images, labels=kept.labels)
     write_csv(out / "audit_counts.csv", au.counts.reset_index())

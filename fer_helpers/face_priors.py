@@ -42,6 +42,7 @@ from typing import Any, Iterator
 import numpy as np
 
 from .degrade import _as_stack
+from .registry import one_line
 from .restore import Restorer, RestoreContext, RestorerUnavailable, register
 
 SIZE = 512  # the networks' input and output side
@@ -66,11 +67,6 @@ WEIGHTS: dict[str, WeightsFile] = {
     # size not pinned: a damaged file still fails torch.load or the strict key check
     "codeformer": WeightsFile("codeformer.pth", "https://github.com/sczhou/CodeFormer/releases/download/v0.1.0/codeformer.pth", None),
 }
-
-
-def _one_line(e: BaseException, limit: int = 200) -> str:
-    text = " ".join(str(e).split())
-    return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
 
 
 def _fix(name: str) -> str:
@@ -115,7 +111,7 @@ def download(name: str, dest: Path) -> None:
             raise OSError(f"got {tmp.stat().st_size:,} bytes, expected {w.size:,}")
         os.replace(tmp, dest)
     except (OSError, ValueError, http.client.HTTPException) as e:  # URLError, HTTPError, timeouts are OSErrors
-        raise RestorerUnavailable(name, f"could not download {w.url} ({_one_line(e)})",
+        raise RestorerUnavailable(name, f"could not download {w.url} ({one_line(e)})",
                                   f"on a machine online, {_fix(name)} (or copy it to {dest})") from None
     finally:
         tmp.unlink(missing_ok=True)
@@ -128,14 +124,14 @@ def load_weights(name: str, net: Any, path: Path, arch: str) -> None:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # a damaged file raises RuntimeError, UnpicklingError, EOFError, ... by where it breaks
-        raise RestorerUnavailable(name, f"cannot read {path} ({_one_line(e)}); truncated or not a torch file", _fix(name)) from None
+        raise RestorerUnavailable(name, f"cannot read {path} ({one_line(e)}); truncated or not a torch file", _fix(name)) from None
     state = ckpt.get("params_ema", ckpt.get("params")) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict):
         raise RestorerUnavailable(name, f"{path} has no 'params_ema' or 'params' entry: not {arch} weights", _fix(name))
     try:
         keys = net.load_state_dict(state, strict=False)
     except (RuntimeError, TypeError, AttributeError) as e:  # shape mismatches raise even when not strict
-        raise RestorerUnavailable(name, f"{path} is not {arch} weights ({_one_line(e)})", _fix(name)) from None
+        raise RestorerUnavailable(name, f"{path} is not {arch} weights ({one_line(e)})", _fix(name)) from None
     if keys.missing_keys or keys.unexpected_keys:
         example = (keys.missing_keys + keys.unexpected_keys)[0]
         raise RestorerUnavailable(name, f"{path} is not {arch} weights ({len(keys.missing_keys)} keys missing, "
@@ -233,7 +229,7 @@ class GFPGAN(FacePrior):
             with legacy_imports():
                 from gfpgan.archs.gfpganv1_clean_arch import GFPGANv1Clean
         except ImportError as e:
-            raise RestorerUnavailable(self.name, f"package gfpgan is not importable ({_one_line(e)})", GFPGAN_INSTALL) from None
+            raise RestorerUnavailable(self.name, f"package gfpgan is not importable ({one_line(e)})", GFPGAN_INSTALL) from None
         return GFPGANv1Clean(out_size=SIZE, num_style_feat=512, channel_multiplier=2, decoder_load_path=None,
                              fix_decoder=False, num_mlp=8, input_is_latent=True, different_w=True, narrow=1, sft_half=True)
 
@@ -267,7 +263,7 @@ class CodeFormer(FacePrior):
             with legacy_imports():
                 from codeformer.basicsr.archs.codeformer_arch import CodeFormer as Arch
         except ImportError as e:
-            raise RestorerUnavailable(self.name, f"package codeformer-pip is not installed/importable ({_one_line(e)})",
+            raise RestorerUnavailable(self.name, f"package codeformer-pip is not installed/importable ({one_line(e)})",
                                       CODEFORMER_INSTALL) from None
         return Arch(dim_embd=512, codebook_size=1024, n_head=8, n_layers=9, connect_list=["32", "64", "128", "256"])
 

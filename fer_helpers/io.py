@@ -37,6 +37,12 @@ TRACKED_PACKAGES = (
 )
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path in the same folder; rename it onto ``path`` only if the block succeeds."""
@@ -45,9 +51,14 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix or ".tmp")
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, 0o666 & ~_umask())  # mkstemp makes 0600: a report shared on a group server must stay readable
     try:
         yield tmp_path
         os.replace(tmp_path, path)
+    except OSError as e:
+        if e.filename is None and e.errno is not None:  # a failed write (full disk) names no file: name the target
+            raise OSError(e.errno, e.strerror, str(path)) from e
+        raise
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
@@ -99,6 +110,24 @@ def load_images(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"{path} is missing: run the notebook that writes it first (or `fer-study run`)")
     with np.load(path, allow_pickle=False) as z:
         return {k: z[k] for k in z.files}
+
+
+def describe_os_error(e: OSError) -> str:
+    """One line for a filesystem fault: the path, the cause, and what to do."""
+    import errno
+
+    path = e.filename if e.filename is not None else "a file"
+    if e.errno is None:  # raised by the project with its own message
+        return str(e)
+    if e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG):
+        return f"{path}: {e.strerror} while writing; free some space, or write elsewhere (--run-dir / --out)"
+    if e.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        return f"{path}: {e.strerror}; write elsewhere (--run-dir / --out) or make the folder writable"
+    if e.errno in (errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+        return f"{path}: {e.strerror} (a file is where a folder should be, or the reverse); choose another path or move it"
+    if e.errno == errno.ENOENT:
+        return f"{path}: {e.strerror}; check the path"
+    return f"{path}: {e.strerror}"
 
 
 def read_if_computed_for(path: str | os.PathLike, digest: str) -> dict[str, np.ndarray] | None:

@@ -34,12 +34,13 @@ import torch.nn.functional as F
 from . import training
 from .data import CLASSES
 from .degrade import _as_stack
+from .registry import Unavailable, one_line
 
 N_POINTS = 478
 
 
-class LandmarkerUnavailable(RuntimeError):
-    pass
+class LandmarkerUnavailable(Unavailable):
+    """MediaPipe or its face landmarker bundle is missing (see :class:`fer_helpers.registry.Unavailable`)."""
 
 
 def _task_digest(model_path: Path) -> str:
@@ -53,18 +54,32 @@ def extract(images: np.ndarray, model_path: str | Path, progress: bool = False) 
     model_path = Path(model_path)
     if not model_path.is_file():
         raise LandmarkerUnavailable(
-            f"MediaPipe model {model_path} not found: download the official face_landmarker.task "
+            "landmarker", f"MediaPipe model {model_path} not found",
+            "download the official face_landmarker.task "
             "(https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task) "
             "and set classification.landmarker to its path")
     try:
         import mediapipe  # noqa: F401
     except ImportError as e:
-        raise LandmarkerUnavailable(f"mediapipe is not importable ({e}): pip install mediapipe==1.2.2") from None
+        raise LandmarkerUnavailable("landmarker", f"mediapipe is not importable ({one_line(e)})", "pip install mediapipe==1.2.2") from None
     from .compute import map_chunks, workers
 
     out = map_chunks(_extract, _as_stack(images), min_chunk=64, model_path=str(model_path.resolve()),
                      progress=progress and workers() == 1)  # worker processes' bars would interleave
     return out, ~np.isnan(out[:, 0, 0])
+
+
+_CHECKED_TASKS: set[tuple[str, int, int]] = set()
+
+
+def check_task(model_path: str | Path) -> None:
+    """Open the MediaPipe bundle once (about 0.05 s) so that a corrupt or foreign file fails here, naming
+    the file, rather than in the middle of a study; raises what MediaPipe raises (RuntimeError, ValueError)."""
+    st = Path(model_path).stat()
+    key = (str(Path(model_path).resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _CHECKED_TASKS:
+        _extract(np.zeros((0, 48, 48), np.uint8), str(model_path))
+        _CHECKED_TASKS.add(key)
 
 
 def _extract(images: np.ndarray, model_path: str, progress: bool = False) -> np.ndarray:

@@ -28,15 +28,11 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not at import ti
 from .compute import for_inference
 from .degrade import _as_stack
 from .paths import MODELS_DIR
-from .registry import doc_line, registrar
+from .registry import Unavailable, doc_line, loading, registrar
 
 
-class RestorerUnavailable(RuntimeError):
-    """A restorer that cannot run in this environment; ``reason`` says why and ``fix`` what to do."""
-
-    def __init__(self, name: str, reason: str, fix: str):
-        super().__init__(f"{name}: {reason} ({fix})")
-        self.name, self.reason, self.fix = name, reason, fix
+class RestorerUnavailable(Unavailable):
+    """A restorer that cannot run in this environment (see :class:`fer_helpers.registry.Unavailable`)."""
 
 
 @dataclass
@@ -386,10 +382,11 @@ class UNetDenoiser(Restorer):
         from . import unet
 
         path = Path(ctx.weights.get("unet", UNET_WEIGHTS))
-        try:
+        fix = "train it: see models/unet_denoiser/README.md"
+        if not path.is_file():
+            raise RestorerUnavailable("unet", f"weights file {path} not found", fix)
+        with loading(RestorerUnavailable, "unet", path, "Attention U-Net weights file", fix):
             model, self.meta = unet.load_model(path, ctx.device)
-        except (FileNotFoundError, ValueError) as e:
-            raise RestorerUnavailable("unet", str(e).split(":")[0], "train it: see models/unet_denoiser/README.md") from None
         self.model = for_inference(model, ctx.device)
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.unet_tta
 
@@ -420,10 +417,11 @@ class UNetAuto(Restorer):
         self.models = {}
         for name, default in UNET_SPECIALISTS.items():
             path = Path(ctx.weights.get(f"unet_{name}", default))
-            try:
+            fix = "see models/unet_denoiser/README.md"
+            if not path.is_file():
+                raise RestorerUnavailable("unet_auto", f"weights file {path} (unet_{name}) not found", fix)
+            with loading(RestorerUnavailable, "unet_auto", path, f"Attention U-Net weights file (unet_{name})", fix):
                 self.models[name] = for_inference(unet.load_model(path, ctx.device)[0], ctx.device)
-            except (FileNotFoundError, ValueError) as e:
-                raise RestorerUnavailable("unet_auto", str(e).split(":")[0], "see models/unet_denoiser/README.md") from None
         self.thresholds = ctx.thresholds or Auto(ctx).thresholds
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.unet_tta
 

@@ -93,6 +93,7 @@ def _run_study(
     from tqdm.auto import tqdm
 
     params: StudyParams = load_params(params_file, dict(overrides or {}))
+    _check_data_path(params)  # before any notebook starts: an unset variable or a missing folder fails now
     run = RunDir.for_params(params, run_dir)
     run.write_provenance(params)
     digest = params.digest()
@@ -167,6 +168,15 @@ def _run_study(
         bar.write(f"[{name}] done in {seconds[name]:.1f} s")
     index = build_index(run, params, statuses, _hidden_headlines(state, statuses))
     return RunResult(run.root, index, statuses, seconds)
+
+
+def _check_data_path(params: StudyParams) -> None:
+    from .data import DataError
+
+    path = params.data_path()  # raises ParamsError naming an unset $VARIABLE
+    if not path.exists():
+        raise DataError(f"data.path {path} does not exist; set data.path (or the variable it names) to your data "
+                        f"(a folder with {params.data.eval_split}/<class>/ images, or fer2013.csv)")
 
 
 def _headline_stamps(run: RunDir) -> dict[str, int]:

@@ -232,21 +232,29 @@ def shown(classifier: str, weak: set[str]) -> str:
 
 def headline(metrics: pd.DataFrame, labels: np.ndarray | None = None) -> pd.DataFrame:
     """Per classifier: accuracy / macro-F1 / kappa on clean faces, mean accuracy over the degraded presets
-    unrestored, and with the restorer that is best on average (the same restorer for every preset).
+    unrestored, and the restorer with the largest mean gain (the same restorer for every preset) with its
+    mean accuracy and the unrestored mean over the same presets (a run may restore fewer presets than it
+    scores unrestored: means over different presets would not compare).
     With the clean faces' ``labels``, also the majority-class rate and the weak mark."""
     weak = weak_classifiers(metrics, labels) if labels is not None else set()
     rows = []
     for clf, m in metrics.groupby("classifier", sort=False):
         clean = m[(m["condition"] == "clean") & (m["restorer"] == "none")].iloc[0]
         deg = m[m["condition"] != "clean"]
-        mean_by_restorer = deg.groupby("restorer")["accuracy"].mean()
-        best = mean_by_restorer.drop("none", errors="ignore")
+        unrestored = deg[deg["restorer"] == "none"].set_index("condition")["accuracy"]
+        gains = {r: (g.set_index("condition")["accuracy"] - unrestored).dropna()
+                 for r, g in deg[deg["restorer"] != "none"].groupby("restorer")}
+        gains = {r: g for r, g in gains.items() if len(g)}
+        best = max(gains, key=lambda r: gains[r].mean()) if gains else ""
+        same = gains[best].index if best else []
         rows.append({
             "classifier": clf, "family": m["family"].iloc[0], "faces": int(clean["faces"]),
             "clean accuracy": clean["accuracy"], "clean macro-F1": clean["macro_f1"], "clean kappa": clean["kappa"],
-            "degraded accuracy (mean over presets)": mean_by_restorer.get("none", np.nan),
-            "best restorer on average": best.idxmax() if len(best) else "",
-            "restored accuracy (mean over presets)": best.max() if len(best) else np.nan,
+            "degraded accuracy (mean over presets)": unrestored.mean() if len(unrestored) else np.nan,
+            "best restorer on average": best,
+            "restored presets": len(same),
+            "degraded accuracy on those presets": unrestored.loc[same].mean() if best else np.nan,
+            "restored accuracy on those presets": (unrestored.loc[same] + gains[best]).mean() if best else np.nan,
             "faces without an answer (clean)": int(clean["no_answer"]),
             **({"majority-class rate": majority_rate(labels), "note": WEAK_MARK if clf in weak else ""}
                if labels is not None else {}),

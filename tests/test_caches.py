@@ -104,3 +104,14 @@ def test_a_damaged_cache_file_is_recomputed_with_a_note_not_a_crash(tmp_path, ca
     run.path("degradation", "metrics.csv").write_text("")  # an emptied table
     pd.testing.assert_frame_equal(degrade.build(params, run, progress=False), first)
     assert "could not be read (EmptyDataError" in capsys.readouterr().out
+
+
+def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
+    import os
+
+    old = os.umask(0o022)
+    try:
+        io.atomic_write_text(tmp_path / "index.html", "<html></html>")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "index.html").stat().st_mode & 0o777 == 0o644

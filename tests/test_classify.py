@@ -137,3 +137,58 @@ def test_ensemble_card_scores_members_and_their_mean(sample_faces, tmp_path):
     ens = classify.create("cnn_ensemble", classify.ClassifyContext(tta="flip", weights={"cnn_ensemble": ",".join(map(str, files))}))
     assert card["val_accuracy"] == pytest.approx(float((ens.predict_proba(x).argmax(1) == y).mean()))
     assert len(card["member_val_accuracy"]) == 2 and np.array(card["confusion_matrix"]).sum() == 20
+
+
+def test_headline_compares_restored_and_unrestored_on_the_same_presets():
+    """A run scores all presets unrestored but restores only some: the gain is over the restored ones."""
+    import pandas as pd
+
+    from fer_helpers import scoring
+
+    acc = {("none", "clean"): 0.7, ("none", "noise_25"): 0.4, ("none", "jpeg_10"): 0.6, ("none", "blur_3"): 0.2,
+           ("unet", "noise_25"): 0.5, ("unet", "jpeg_10"): 0.6, ("median", "noise_25"): 0.45, ("median", "jpeg_10"): 0.62}
+    metrics = pd.DataFrame([{"classifier": "cnn", "family": "cnn", "restorer": r, "condition": c, "faces": 10, "accuracy": a,
+                             "macro_f1": a, "kappa": 0.0, "no_answer": 0} for (r, c), a in acc.items()])
+    h = scoring.headline(metrics).iloc[0]
+    assert h["degraded accuracy (mean over presets)"] == pytest.approx(0.4)  # all three presets
+    assert h["best restorer on average"] == "unet" and h["restored presets"] == 2  # +0.05 mean gain vs median's +0.035
+    assert h["degraded accuracy on those presets"] == pytest.approx(0.5)
+    assert h["restored accuracy on those presets"] == pytest.approx(0.55)
+
+
+def _truncated(src, dst):
+    dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    return dst
+
+
+@pytest.mark.parametrize("name, kind", [("cnn", "truncated"), ("cnn", "foreign"), ("landmark_mlp", "truncated"),
+                                        ("landmark_mlp", "foreign"), ("vit_fer2013", "truncated"), ("landmark_gcn", "bad task")])
+def test_damaged_or_foreign_weights_make_a_classifier_unavailable_naming_the_file(name, kind, tmp_path):
+    """Never a SafetensorError/KeyError traceback: the classifier is listed as unavailable, and why."""
+    import shutil
+
+    from fer_helpers import classify
+    from fer_helpers.paths import MODELS_DIR, SHARED_DIR
+
+    task = SHARED_DIR / "models" / "face_landmarker.task"
+    if name.startswith("landmark") and not task.is_file():
+        pytest.skip(f"MediaPipe bundle not found at {task}")
+    weights = {"landmarker": str(task)}
+    if name == "vit_fer2013":
+        folder = tmp_path / "vit"
+        shutil.copytree(MODELS_DIR / "vit_fer2013", folder)
+        _truncated(MODELS_DIR / "vit_fer2013" / "model.safetensors", folder / "model.safetensors")
+        weights[name], bad = str(folder), folder
+    elif kind == "bad task":
+        bad = tmp_path / "face_landmarker.task"
+        bad.write_bytes(b"not a zip archive" * 10)
+        weights["landmarker"] = str(bad)
+    else:
+        shipped = classify.DEFAULT_WEIGHTS[name]
+        other = MODELS_DIR / "unet_denoiser" / "blind.safetensors"  # a real safetensors file of another model
+        bad = _truncated(shipped, tmp_path / "w.safetensors") if kind == "truncated" else other
+        weights[name] = str(bad)
+    with pytest.raises(classify.ClassifierUnavailable) as e:
+        classify.create(name, classify.ClassifyContext(weights=weights))
+    assert e.value.name == name and str(bad) in e.value.reason and e.value.fix
+    assert "\n" not in str(e.value)

@@ -146,3 +146,33 @@ def test_showcase_preset_must_be_degraded_and_scored():
     # not set, and the default is not in the run: the run's first scored preset is shown instead
     p = parse_params({"degradation": {"presets": ["jpeg_10", "blur_3"]}, "classification": {"presets": ["blur_3"]}})
     assert p.statistics.showcase_preset == "blur_3"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("data:\n  per_class:\n", r"line 2, column 13: 'per_class' has no value; write null"),
+    ("seed: 1\nseed: 2\n", r"line 2, column 1: duplicated key 'seed' \(first at line 1\)"),
+    ("data:\n  per_class: yes\n", r"data.per_class: expected a number, not a yes/no value"),
+    ("statistics:\n  n_boot: true\n", r"statistics.n_boot: expected a number"),
+    ("data: [1, 2\n", r"not valid YAML at line 2, column 1"),
+    ("", r"the file is empty"),
+])
+def test_parameter_files_that_yaml_would_quietly_coerce_are_refused(tmp_path, text, message):
+    f = tmp_path / "p.yaml"
+    f.write_text(text)
+    with pytest.raises(ParamsError, match=message) as e:
+        load_params(f)
+    assert str(f) in str(e.value)
+
+
+def test_explicit_null_and_true_booleans_still_read(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_text("data:\n  per_class: null\nshow_progress: no\n")
+    p = load_params(f)
+    assert p.data.per_class is None and p.show_progress is False
+
+
+def test_a_parameter_file_that_is_not_utf8_is_named(tmp_path):
+    f = tmp_path / "p.yaml"
+    f.write_bytes(b"name: caf\xe9\n")
+    with pytest.raises(ParamsError, match=r"p.yaml: not UTF-8 text \(byte 9\)"):
+        load_params(f)

@@ -1,3 +1,4 @@
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -200,3 +201,10 @@ def test_no_training_or_tuning_command_reads_the_test_split_except_through_publi
             if not reads_train and (path.name, name) not in allowed:
                 bad.append(f"{path.name}:{call.lineno} ({name})")
     assert not bad, f"these read an evaluation split directly (use data.fer2013_train_val): {sorted(set(bad))}"
+
+
+def test_no_faces_left_names_the_dropped_files_and_why():
+    dropped = pd.DataFrame({"id": ["test/happy/a.png", "test/sad/b.png"], "reason": ["blank", "also in train; blank"]})
+    msg = data.no_faces_left(2, dropped, Path("/d"), "test")
+    assert msg.startswith("no test images left from /d: all 2 were dropped by the audit: test/happy/a.png (blank); "
+                          "test/sad/b.png (also in train; blank); keep them with data.drop_blank=false")

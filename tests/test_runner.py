@@ -143,3 +143,24 @@ def test_index_links_and_shows_only_what_this_run_produced(tmp_path):
     assert "href='01_degradation.html'" not in page and "href='03_restoration.html'" not in page
     assert "Fresh quality table" in page and "Old degradation table" not in page
     assert page.index("Restoration helped nobody.") < page.index("<h2>Notebooks</h2>")
+
+
+def test_readme_findings_block_is_regenerated_from_the_run(default_run, tmp_path):
+    import importlib.util
+
+    from fer_helpers import data, scoring
+    from fer_helpers.paths import PROJECT_ROOT
+
+    spec = importlib.util.spec_from_file_location("readme_findings", PROJECT_ROOT / "scripts" / "readme_findings.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{script.START}\nold text\n{script.END}\n\nrest\n")
+    assert script.main([str(default_run.run_dir), "--readme", str(readme)]) == 0
+    text = readme.read_text()
+    run = RunDir(default_run.run_dir)
+    verdict = json.loads(run.path("statistics", "findings.json").read_text())["verdict"]
+    assert "old text" not in text and text.endswith("\n\nrest\n") and verdict in text
+    head = scoring.headline(scoring.read_metrics(run), data.load_clean(run).labels).set_index("classifier")
+    assert f"| cnn | {head.loc['cnn', 'clean accuracy']:.1%} |" in text
+    assert script.main([str(tmp_path / "nowhere"), "--readme", str(readme)]) == 2
