@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -114,6 +115,7 @@ class CNNTrainConfig(training.FitConfig):
     zoom: float = 0.1
     erase: float = 0.5
     degrade_p: float = 0.0  # robust training: each face degraded with this probability (degrade.random_degradations)
+    init: str = ""  # fine-tune: start from this CompactCNN weights file (of the same width); "" trains from scratch
 
 
 @torch.no_grad()
@@ -138,8 +140,17 @@ def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndar
     """The CNN's part of the loop: the network, batched augmentation, mixup/label-smoothing loss, centre-crop validation."""
     torch.manual_seed(cfg.seed)
     model = CompactCNN(cfg.width, dropout=cfg.dropout)
+    if cfg.init:
+        start, start_card = load(cfg.init)
+        width = start_card.get("config", {}).get("width")
+        if width != cfg.width:
+            raise ValueError(f"--init {cfg.init} holds a width-{width} CNN; pass --width {width}")
+        model.load_state_dict(start.state_dict())
     device = cfg.resolved_device()
     val_x, val_y = torch.from_numpy(val_images), torch.from_numpy(val_labels.astype(np.int64))
+    # robust training selects on clean and degraded validation faces alike (one fixed, seeded degraded copy)
+    val_degraded = (torch.from_numpy(degrade.random_degradations(val_images, np.random.default_rng(cfg.seed + 1), 1.0)[0])
+                    if cfg.degrade_p > 0 else None)
 
     def prepare(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         if cfg.degrade_p > 0:  # the study's degradations, drawn on the fly from the epoch's generator
@@ -152,7 +163,11 @@ def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndar
         return mixup_loss(m, inputs, targets, cfg.mixup, cfg.label_smoothing, gen)
 
     def validate(m: nn.Module) -> dict[str, float]:
-        return {"score": _centre_accuracy(m, val_x.to(device), val_y.to(device))}
+        clean = _centre_accuracy(m, val_x.to(device), val_y.to(device))
+        if val_degraded is None:
+            return {"score": clean}
+        degraded = _centre_accuracy(m, val_degraded.to(device), val_y.to(device))
+        return {"score": (clean + degraded) / 2, "clean": clean, "degraded": degraded}
 
     return training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg))
 
@@ -164,7 +179,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     on the validation set, then score them with ten-crop TTA for the card."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
-    from .io import save_weights
+    from .io import read_card, save_weights
 
     recipe = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
@@ -177,11 +192,28 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             "val_tta": "ten_crop", "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
             "labels": list(CLASSES), "train_images": int(len(train_images)), "val_images": int(len(val_images)),
             **training.run_facts(result)}
-    if cfg.degrade_p > 0:  # what the robust model was trained on: each family's severity range
-        card["degradation_mix"] = {"p": cfg.degrade_p, "families": {f: degrade.training_ranges().get(f, degrade.PRESETS[f].describe())
-                                                                    for f in degrade.AUGMENT_FAMILIES}}
+    if cfg.init:  # fine-tuned: say from what, and how well that model did on the same faces
+        start = read_card(Path(cfg.init))
+        card["initialised_from"] = {"weights": Path(cfg.init).name, "val_accuracy": start.get("val_accuracy"),
+                                    "val_tta": start.get("val_tta")}
+    if cfg.degrade_p > 0:  # what the robust model was trained on, and what it scores on each seed preset
+        ranges = degrade.training_ranges()
+        card["degradation_mix"] = {"p": cfg.degrade_p, "families": {f: ranges[f] if f in ranges else degrade.PRESETS[f].describe()
+                                                                    for f in degrade.AUGMENT_FAMILIES},
+                                   "selected_on": "mean of clean and degraded PublicTest centre-crop accuracy"}
+        card["val_accuracy_by_preset"] = preset_accuracies(result.model.float(), val_images, val_labels, device, cfg.seed)
     save_weights(out, result.model.state_dict(), card)
     return card | {"history": result.history}
+
+
+def preset_accuracies(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: str, seed: int,
+                      presets: Sequence[str] = degrade.PRESET_GROUPS["seeds"]) -> dict[str, float]:
+    """Ten-crop accuracy on each preset's degraded copy of the validation faces (the study's seeded degradation)."""
+    from sklearn.metrics import accuracy_score
+
+    ids = [f"val/{i}" for i in range(len(images))]
+    return {p: float(accuracy_score(labels, predict_proba(model, degrade.apply_preset(images, ids, degrade.PRESETS[p], seed),
+                                                          device, tta="ten_crop").argmax(1))) for p in presets}
 
 
 def load(path: str | Path, device: str = "cpu") -> tuple[CompactCNN, dict]:

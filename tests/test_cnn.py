@@ -59,3 +59,21 @@ def test_gradcam_maps_are_normalised_and_target_dependent(sample_faces):
     assert (cam[:, :2, :] == 0).all()
     other = cnn.gradcam(model, x, target=np.array([0, 1, 2]))
     assert not np.allclose(cam, other)
+
+
+def test_robust_fine_tune_starts_from_the_given_weights_and_reports_each_seed_preset(sample_faces, tmp_path):
+    x, y = sample_faces.images, sample_faces.labels
+    base = cnn.CNNTrainConfig(width=8, epochs=1, batch_size=16, lr=0.01, seed=0, device="cpu")
+    cnn.train(x, y, x[:14], y[:14], base, tmp_path / "clean.safetensors", log=lambda *_: None)
+    start, _ = cnn.load(tmp_path / "clean.safetensors")
+    tuned = cnn.CNNTrainConfig(width=8, epochs=1, batch_size=16, lr=0.0, warmup_epochs=0, seed=0, device="cpu",
+                               degrade_p=0.5, init=str(tmp_path / "clean.safetensors"), ema_decay=0.0)
+    recipe = cnn.make_recipe(tuned, x[:14], y[:14])
+    for a, b in zip(recipe.model.state_dict().values(), start.state_dict().values()):
+        torch.testing.assert_close(a, b)  # the fine-tune begins where the clean model ended
+    card = cnn.train(x, y, x[:14], y[:14], tuned, tmp_path / "robust.safetensors", log=lambda *_: None)
+    assert card["initialised_from"]["weights"] == "clean.safetensors"
+    assert set(card["val_accuracy_by_preset"]) == set(cnn.degrade.PRESET_GROUPS["seeds"])
+    assert card["degradation_mix"]["p"] == 0.5 and "raw_clean" in card["history"][0]
+    with pytest.raises(ValueError, match="holds a width-8 CNN; pass --width 8"):
+        cnn.make_recipe(cnn.CNNTrainConfig(width=16, init=str(tmp_path / "clean.safetensors")), x[:4], y[:4])
