@@ -197,6 +197,10 @@ def _builtin_presets() -> dict[str, Preset]:
 
 PRESETS: dict[str, Preset] = _builtin_presets()
 
+#: readable names of the preset families, for sentences
+FAMILY_NAMES = {"gaussian_noise": "Gaussian noise", "gaussian_blur": "Blur", "jpeg": "JPEG", "low_resolution": "Low resolution",
+                "salt_and_pepper": "Salt-and-pepper noise", "seed000_chain": "Seed 000's noise+blur+JPEG chain"}
+
 #: Named groups of presets that a parameter file can list instead of single names.
 PRESET_GROUPS: dict[str, tuple[str, ...]] = {
     "seeds": ("seed000_chain", "seed003_low", "seed003_high", "seed003_sp", "lowres_x2", "lowres_x4", "lowres_x8"),

@@ -9,46 +9,15 @@ each classifier's family of tests; 95% bootstrap intervals resample faces with t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import pandas as pd
 
-from . import classify, scoring, stats
+from . import scoring, stats, strategies
 from .data import CLASSES
+from .degrade import FAMILY_NAMES
+from .scoring import Outcomes, available_classifiers, classifier_table, outcomes  # noqa: F401 - notebook 06 calls them here
 
 SEP = scoring.KEY_SEP
-
-
-@dataclass
-class Outcomes:
-    """One classifier's per-face results: labels, and for each condition key its probabilities and predictions."""
-
-    classifier: str
-    labels: np.ndarray
-    proba: dict[str, np.ndarray]
-    pred: dict[str, np.ndarray]
-
-    def correct(self, key: str) -> np.ndarray:
-        return self.pred[key] == self.labels
-
-
-def outcomes(run, classifier: str) -> Outcomes:
-    z = scoring.load_probabilities(run, classifier)
-    proba = {str(k): z["proba"][i] for i, k in enumerate(z["keys"])}
-    return Outcomes(classifier, z["labels"], proba, {k: classify.predictions(p) for k, p in proba.items()})
-
-
-def classifier_table(run) -> pd.DataFrame:
-    """Every classifier notebooks 04/05 tried, with availability, family and the reason when unavailable."""
-    files = sorted(run.path("classification").glob("*_classifiers.csv"))
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame(
-        columns=["classifier", "available", "family", "reason", "fix", "description"])
-
-
-def available_classifiers(run) -> list[str]:
-    t = classifier_table(run)
-    return [c for c in t[t["available"].astype(bool)]["classifier"] if run.path("classification", f"{c}.npz").is_file()]
 
 
 def headline_table(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
@@ -177,10 +146,6 @@ def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> li
         out.append(f"{c['classifier']}, {c['restorer']}: across presets, PSNR gain and accuracy gain correlate with "
                    f"Spearman rho = {c['spearman_rho']:.2f} ({stats.format_p(c['spearman_p'])}, n = {c['n']}).")
     return out
-
-
-FAMILY_NAMES = {"gaussian_noise": "Gaussian noise", "gaussian_blur": "Blur", "jpeg": "JPEG", "low_resolution": "Low resolution",
-                "salt_and_pepper": "Salt-and-pepper noise", "seed000_chain": "Seed 000's noise+blur+JPEG chain"}
 
 
 def _effect(t: pd.Series) -> str:
@@ -338,10 +303,10 @@ def unavailable(run) -> pd.DataFrame:
 
 def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
     """Compute notebook 06's tables and findings and write them to ``statistics/`` (CSV, and findings.json)."""
+    from . import data
     from .io import write_csv, write_json
 
-    from . import data
-
+    S = params.statistics
     for classifiers, stage in ((params.classification.vit, "vit"), (params.classification.baselines, "baselines")):
         scoring.build(params, run, classifiers, stage=stage, progress=params.show_progress)  # upstream, when run alone
     head = headline_table(run, n_boot=params.statistics.n_boot, seed=params.seed)
@@ -352,10 +317,17 @@ def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
     out = run.path("statistics")
     for name, df in {"headline": head, "tests": tests, "best_restorers": best, "psnr_vs_accuracy": corr, "psnr_accuracy_points": points}.items():
         write_csv(out / f"{name}.csv", df)
+    comparison = strategies.compare(run, S.comparison_restorer, S.n_boot, params.seed)
+    if comparison is not None:
+        write_csv(out / "strategies.csv", comparison.accuracy)
+        write_csv(out / "strategies_tests.csv", comparison.tests)
     presets = pd.read_csv(run.path("degradation", "presets.csv"))
     answer = verdict(tests, dict(zip(presets["preset"], presets["family"])), data.read_evaluation(run))
-    write_json(out / "findings.json", {"verdict": answer, "findings": lines, "n_boot": params.statistics.n_boot, "seed": params.seed})
-    return {"head": head, "tests": tests, "best": best, "corr": corr, "points": points, "lines": lines, "verdict": answer}
+    if comparison is not None:
+        answer += " " + strategies.sentence(comparison)
+    write_json(out / "findings.json", {"verdict": answer, "findings": lines, "n_boot": S.n_boot, "seed": params.seed})
+    return {"head": head, "tests": tests, "best": best, "corr": corr, "points": points, "lines": lines, "verdict": answer,
+            "strategies": comparison}
 
 
 def readme_section(run) -> str:

@@ -98,10 +98,10 @@ def confusion_grid(matrices: Mapping[str, np.ndarray], labels: Sequence[str], ti
     return fig
 
 
-def robustness_curves(df: pd.DataFrame, classifier: str) -> go.Figure:
-    """Accuracy vs severity, one line per restorer, one panel per degradation family."""
+def robustness_curves(df: pd.DataFrame, classifier: str, color: str = "restorer") -> go.Figure:
+    """Accuracy vs severity, one line per ``color`` value (restorer, or model), one panel per degradation family."""
     d = df[(df["classifier"] == classifier) & (df["family"] != df["condition"])]  # chains have no severity axis
-    fig = px.line(d, x="severity", y="accuracy", color="restorer", facet_col="family", markers=True,
+    fig = px.line(d, x="severity", y="accuracy", color=color, facet_col="family", markers=True,
                   error_y=d["accuracy_hi"] - d["accuracy"], error_y_minus=d["accuracy"] - d["accuracy_lo"],
                   title=f"{classifier}: accuracy vs severity (95% bootstrap intervals)")
     fig.update_xaxes(matches=None)

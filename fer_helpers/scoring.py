@@ -10,6 +10,7 @@ landmark model with no landmarks) counts as wrong in every metric and is reporte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -290,3 +291,39 @@ def per_class(metrics: pd.DataFrame, conditions: Sequence[str], restorer: str = 
     long = m[["classifier", "condition", *cols]].melt(id_vars=["classifier", "condition"], value_vars=cols, var_name="class", value_name="accuracy")
     long["class"] = long["class"].str.removeprefix("acc_")
     return long
+
+
+# ---- per-face outcomes, for paired comparisons (notebook 06) -------------------------------------
+
+
+@dataclass
+class Outcomes:
+    """One classifier's per-face results: labels, and for each condition key its probabilities and predictions."""
+
+    classifier: str
+    labels: np.ndarray
+    proba: dict[str, np.ndarray]
+    pred: dict[str, np.ndarray]
+
+    def correct(self, key: str) -> np.ndarray:
+        return self.pred[key] == self.labels
+
+
+def outcomes(run, classifier: str) -> Outcomes:
+    from . import classify
+
+    z = load_probabilities(run, classifier)
+    proba = {str(k): z["proba"][i] for i, k in enumerate(z["keys"])}
+    return Outcomes(classifier, z["labels"], proba, {k: classify.predictions(p) for k, p in proba.items()})
+
+
+def classifier_table(run) -> pd.DataFrame:
+    """Every classifier notebooks 04/05 tried, with availability, family and the reason when unavailable."""
+    files = sorted(run.path("classification").glob("*_classifiers.csv"))
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True) if files else pd.DataFrame(
+        columns=["classifier", "available", "family", "reason", "fix", "description"])
+
+
+def available_classifiers(run) -> list[str]:
+    t = classifier_table(run)
+    return [c for c in t[t["available"].astype(bool)]["classifier"] if run.path("classification", f"{c}.npz").is_file()]

@@ -56,7 +56,7 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
     from fer_helpers import io
 
     with pytest.raises(OSError) as e:
-        with io.atomic_path(tmp_path / "report.html") as tmp:
+        with io.atomic_path(tmp_path / "report.html"):
             raise OSError(28, "No space left on device")  # what write() raises on a full disk: no file name
     assert e.value.filename == str(tmp_path / "report.html") and e.value.errno == 28
     assert not list(tmp_path.iterdir())  # and nothing half-written is left
