@@ -13,7 +13,7 @@ import pandas as pd
 from . import compute
 from .config import StudyParams, load_params
 from .data import DEMONSTRATION_FACES, read_evaluation
-from .io import RunDir, read_json, write_json
+from .io import RunDir, atomic_write_text, read_json, write_csv, write_json
 
 #: plotly renderer for notebooks: the mimetype for JupyterLab, plus HTML with plotly.js embedded
 #: once per notebook, which nbconvert keeps, so figures draw offline in the exported HTML.
@@ -43,12 +43,22 @@ def start(params_file: str | os.PathLike | None = None, run_dir: str | os.PathLi
 
 
 def write_headline(run: RunDir, key: str, title: str, table: pd.DataFrame, note: str = "", order: int | None = None) -> None:
-    """Record a table for the run's index page (``headlines/<key>.json``), computed by the caller's code."""
+    """Record a table for the run's index page (``headlines/<key>.json``), computed by the caller's code, and
+    the same table for papers: ``tables/<key>.csv`` and ``tables/<key>.tex`` (a booktabs LaTeX tabular)."""
     write_json(
         run.headlines_dir / f"{key}.json",
         {"title": title, "note": note, "order": order, "columns": list(map(str, table.columns)),
          "rows": table.astype(object).where(table.notna(), None).values.tolist()},
     )
+    write_csv(run.path("tables", f"{key}.csv"), table)
+    atomic_write_text(run.path("tables", f"{key}.tex"), latex_table(table, title))
+
+
+def latex_table(table: pd.DataFrame, caption: str) -> str:
+    """A booktabs LaTeX table (pandas Styler), text escaped, numbers to 3 significant digits."""
+    styler = table.style.hide(axis="index").format(precision=3, escape="latex").format_index(escape="latex", axis=1)
+    latex = styler.to_latex(hrules=True, caption=caption.replace("%", r"\%"), position="htbp")
+    return latex.replace(" < ", " $<$ ").replace(" > ", " $>$ ")  # p < 0.001 in text mode would print inverted marks
 
 
 def write_paragraph(run: RunDir, key: str, title: str, text: str, order: int | None = None) -> None:
@@ -71,8 +81,6 @@ def export_html(notebook: str | os.PathLike, out_html: str | os.PathLike) -> Pat
     from nbconvert import HTMLExporter
     from nbconvert.preprocessors import Preprocessor
 
-    from .io import atomic_write_text
-
     class DropStderr(Preprocessor):
         def preprocess_cell(self, cell, resources, index):  # noqa: D401 - nbconvert API
             if cell.get("cell_type") == "code":
@@ -83,8 +91,27 @@ def export_html(notebook: str | os.PathLike, out_html: str | os.PathLike) -> Pat
     exporter = HTMLExporter(template_name="lab", exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
     exporter.register_preprocessor(DropStderr(), enabled=True)
     body, _ = exporter.from_notebook_node(nb)
-    atomic_write_text(out_html, body)
+    atomic_write_text(out_html, share_plotlyjs(body, Path(out_html).parent))
     return Path(out_html)
+
+
+PLOTLY_JS = "plotly.min.js"
+
+
+def share_plotlyjs(page: str, folder: Path) -> str:
+    """Replace the copy of plotly.js that the notebook renderer embeds (3.5 MB per page) by a reference to one
+    ``plotly.min.js`` beside the pages, written once per run folder: the report stays offline and a few MB."""
+    from plotly.offline import get_plotlyjs
+
+
+    js = get_plotlyjs()
+    embedded = f"<script>{js}</script>"
+    if embedded not in page:
+        return page
+    target = folder / PLOTLY_JS
+    if not target.is_file() or target.stat().st_size != len(js.encode()):
+        atomic_write_text(target, js)
+    return page.replace(embedded, f'<script src="{PLOTLY_JS}"></script>')
 
 
 _INDEX_CSS = """
@@ -121,7 +148,6 @@ SHOWN_STATUSES = ("done", "skipped (unchanged)")
 def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str], hidden: Iterable[str] = ()) -> Path:
     """Write ``index.html``: the verdict, links to the pages this run's notebooks produced, then the headline
     tables the notebooks recorded, except ``hidden`` ones (those of notebooks that did not run this time)."""
-    from .io import atomic_write_text
 
     versions = read_json(run.versions_file) if run.versions_file.exists() else {}
     parts = [

@@ -32,9 +32,11 @@ def test_default_run_writes_report_params_and_versions(default_run):
     assert versions["packages"]["numpy"] == np.__version__ and versions["python"]
 
 
-def test_report_html_embeds_plotly_offline_and_hides_code(default_run):
+def test_report_pages_share_one_offline_plotly_js_and_hide_code(default_run):
     html = (default_run.run_dir / "01_degradation.html").read_text()
-    assert re.search(r"plotly\.js v\d", html), "plotly.js must be embedded in the page"
+    assert '<script src="plotly.min.js"></script>' in html and not re.search(r"plotly\.js v\d", html)
+    assert re.search(r"plotly\.js v\d", (default_run.run_dir / "plotly.min.js").read_text()[:2000])
+    assert len(html) < 1_000_000, "a page holds its figures, not a copy of plotly.js"
     assert html.count("Plotly.newPlot") >= 4
     assert not re.search(r"<script[^>]+src=[\"']https?://[^\"']*plotly", html), "no plotly from a CDN"
     assert "report.start(PARAMS_FILE" not in html, "code cells must be hidden"
@@ -164,3 +166,16 @@ def test_readme_findings_block_is_regenerated_from_the_run(default_run, tmp_path
     head = scoring.headline(scoring.read_metrics(run), data.load_clean(run).labels).set_index("classifier")
     assert f"| cnn | {head.loc['cnn', 'clean accuracy']:.1%} |" in text
     assert script.main([str(tmp_path / "nowhere"), "--readme", str(readme)]) == 2
+
+
+def test_headline_tables_are_also_written_as_csv_and_latex(tmp_path):
+    from fer_helpers import report
+    from fer_helpers.io import RunDir
+
+    run = RunDir(tmp_path)
+    table = pd.DataFrame({"classifier": ["cnn_robust"], "accuracy": [0.68431], "best": ["unet (p < 0.001)"]})
+    report.write_headline(run, "01_headline", "Headline: 95% intervals", table)
+    pd.testing.assert_frame_equal(pd.read_csv(run.path("tables", "01_headline.csv")), table)
+    tex = run.path("tables", "01_headline.tex").read_text()
+    assert r"\caption{Headline: 95\% intervals}" in tex and r"cnn\_robust & 0.684 & unet (p $<$ 0.001) \\" in tex
+    assert r"\toprule" in tex and r"\bottomrule" in tex
