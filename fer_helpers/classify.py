@@ -22,6 +22,7 @@ import numpy as np
 from .data import CLASSES
 from .degrade import _as_stack
 from .paths import MODELS_DIR
+from . import registry
 from .registry import Unavailable, loading, registrar
 
 #: Label spellings seen in FER models and data sets, mapped to canonical classes.
@@ -124,9 +125,18 @@ register = registrar(REGISTRY)  # @register("cnn", "cnn") adds a classifier buil
 
 def create(name: str, ctx: ClassifyContext) -> Classifier:
     """Build a classifier by name; raises :class:`ClassifierUnavailable` where it cannot run here."""
-    if name not in REGISTRY:
-        raise KeyError(f"unknown classifier {name!r}; known: {', '.join(sorted(REGISTRY)) or 'none yet'}")
+    if not is_known(name):
+        raise KeyError(f"unknown classifier {name!r}; known: {', '.join(available_names())}")
     return REGISTRY[name](ctx)
+
+
+def is_known(name: str) -> bool:
+    """A built-in classifier, an installed plug-in (entry point ``fer_study.classifiers``) or ``package.module:Class``."""
+    return registry.known(REGISTRY, name, registry.CLASSIFIER_PLUGINS, Classifier)
+
+
+def available_names() -> list[str]:
+    return registry.names(REGISTRY, registry.CLASSIFIER_PLUGINS, Classifier)
 
 
 # ---- the classifiers ----------------------------------------------------------------------------

@@ -95,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             from .registry import doc_line
 
             for name in restore.available_names():
-                cls = restore.REGISTRY[name]
+                cls = restore.REGISTRY[name]  # built-ins and installed plug-ins
                 print(f"{name:14s} {cls.family:11s} {doc_line(cls)}")
             print(f"\nany of them behind the quality gate: <name>{restore.GATE_SUFFIX} (restoration.gate)")
             return 0
@@ -103,7 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import classify
             from .registry import doc_line
 
-            for name, cls in sorted(classify.REGISTRY.items()):
+            for name in classify.available_names():
+                cls = classify.REGISTRY[name]
                 print(f"{name:22s} {cls.family:10s} {classify.card_summary(name):38s} {doc_line(cls)}")
             return 0
         if a.cmd == "score":
@@ -113,10 +114,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             from . import classify, scoring
 
             for name in a.classifier:
-                if name not in classify.REGISTRY:
-                    hint = difflib.get_close_matches(name, list(classify.REGISTRY), n=1)
+                if not classify.is_known(name):
+                    hint = difflib.get_close_matches(name, classify.available_names(), n=1)
                     raise ValueError(f"--classifier {name!r}: unknown" + (f" (did you mean {hint[0]!r}?)" if hint else "")
-                                     + f"; known: {', '.join(sorted(classify.REGISTRY))} (fer-study classifiers lists them)")
+                                     + f"; known: {', '.join(classify.available_names())} (fer-study classifiers lists them)")
             from .config import parse_params
             from .io import RunDir
             from .paths import REPORTS_DIR
@@ -142,10 +143,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             from . import classify, predict, restore
 
-            for names, known, what in ((a.classifier, list(classify.REGISTRY), "--classifier"),
-                                       (a.restorer, restore.available_names(), "--restorer")):
+            for names, is_known, known, what in ((a.classifier, classify.is_known, classify.available_names(), "--classifier"),
+                                                 (a.restorer, restore.is_known, restore.available_names(), "--restorer")):
                 for name in names:
-                    if name.removesuffix(restore.GATE_SUFFIX) not in known:
+                    if not is_known(name.removesuffix(restore.GATE_SUFFIX)):
                         hint = difflib.get_close_matches(name, known, n=1)
                         raise ValueError(f"{what} {name!r}: unknown" + (f" (did you mean {hint[0]!r}?)" if hint else "")
                                          + f"; known: {', '.join(sorted(known))}")

@@ -291,13 +291,9 @@ class ClassificationParams(_Section):
     @field_validator("vit", "baselines")
     @classmethod
     def _known(cls, v: list[str]) -> list[str]:
-        from .classify import REGISTRY
+        from .classify import available_names, is_known
 
-        for n in v:
-            if n not in REGISTRY:
-                hint = difflib.get_close_matches(n, list(REGISTRY), n=1)
-                raise ValueError(f"unknown classifier {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(sorted(REGISTRY))}")
-        return v
+        return _model_names(v, is_known, available_names, "classifier")
 
     @field_validator("presets", "restored_presets")
     @classmethod
@@ -307,20 +303,26 @@ class ClassificationParams(_Section):
     @field_validator("weights")
     @classmethod
     def _known_weights(cls, v: dict[str, str]) -> dict[str, str]:
-        from .classify import REGISTRY
+        from .classify import available_names
 
-        return _known_weight_keys(v, list(REGISTRY), "classification")
+        return _known_weight_keys(v, available_names(), "classification")
+
+
+def _model_names(v: list[str], is_known, available, what: str) -> list[str]:
+    """Every name must be a built-in model, an installed plug-in or an importable ``module:Class``."""
+    for n in v:
+        if not is_known(n):
+            known = available()
+            hint = difflib.get_close_matches(n, known, n=1)
+            raise ValueError(f"unknown {what} {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(known)}"
+                             " (or a plug-in: package.module:Class)")
+    return v
 
 
 def _restorer_names(v: list[str]) -> list[str]:
-    from .restore import available_names
+    from .restore import available_names, is_known
 
-    known = available_names()
-    for n in v:
-        if n not in known:
-            hint = difflib.get_close_matches(n, known, n=1)
-            raise ValueError(f"unknown restorer {n!r}" + (f" (did you mean {hint[0]!r}?)" if hint else "") + f"; allowed: {', '.join(known)}")
-    return v
+    return _model_names(v, is_known, available_names, "restorer")
 
 
 class StatisticsParams(_Section):

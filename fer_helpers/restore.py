@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not at import ti
 from .compute import for_inference
 from .degrade import _as_stack
 from .paths import MODELS_DIR
+from . import registry
 from .registry import Unavailable, doc_line, loading, registrar
 
 
@@ -89,9 +90,8 @@ def create(name: str, ctx: RestoreContext) -> Restorer:
     """Build a restorer by name (``x+gate`` gives the gated ``x``); raises :class:`RestorerUnavailable`."""
     if name.endswith(GATE_SUFFIX):
         return Gated(create(name[: -len(GATE_SUFFIX)], ctx), ctx.thresholds)
-    _load_plugins()
-    if name not in REGISTRY:
-        raise KeyError(f"unknown restorer {name!r}; known: {', '.join(sorted(REGISTRY))}")
+    if not is_known(name):
+        raise KeyError(f"unknown restorer {name!r}; known: {', '.join(available_names())}")
     return REGISTRY[name](ctx)
 
 
@@ -100,9 +100,15 @@ def _load_plugins() -> None:
     from . import face_priors  # noqa: F401  (GFPGAN, CodeFormer)
 
 
+def is_known(name: str) -> bool:
+    """A built-in restorer, an installed plug-in (entry point ``fer_study.restorers``) or ``package.module:Class``."""
+    _load_plugins()
+    return registry.known(REGISTRY, name, registry.RESTORER_PLUGINS, Restorer)
+
+
 def available_names() -> list[str]:
     _load_plugins()
-    return sorted(REGISTRY)
+    return registry.names(REGISTRY, registry.RESTORER_PLUGINS, Restorer)
 
 
 def _float(images: np.ndarray) -> np.ndarray:
