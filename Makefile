@@ -4,7 +4,7 @@ PARAMS ?= params/default.yaml
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: study test install report-smoke clean-reports badges lint-notebooks
+.PHONY: study test test-fast install report-smoke clean-reports badges lint-notebooks
 
 $(STAMP): requirements.txt pyproject.toml scripts/install.sh
 	scripts/install.sh $(VENV)
@@ -19,6 +19,10 @@ study: $(STAMP)
 ## make test: install if needed, run the test suite
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+## make test-fast: the unit tests only (no notebooks, no training), about a minute
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not notebook and not slow and not gpu"
 
 ## make badges: rewrite the notebooks' Colab badges from the repository URL in pyproject.toml
 badges: $(STAMP)

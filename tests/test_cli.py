@@ -62,6 +62,7 @@ def test_a_failed_write_names_the_file_it_was_writing(tmp_path):
     assert not list(tmp_path.iterdir())  # and nothing half-written is left
 
 
+@pytest.mark.slow
 def test_bad_inputs_corpus_runs_and_judges(capsys, monkeypatch):
     import sys
 

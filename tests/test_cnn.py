@@ -61,6 +61,7 @@ def test_gradcam_maps_are_normalised_and_target_dependent(sample_faces):
     assert not np.allclose(cam, other)
 
 
+@pytest.mark.slow
 def test_robust_fine_tune_starts_from_the_given_weights_and_reports_each_seed_preset(sample_faces, tmp_path):
     x, y = sample_faces.images, sample_faces.labels
     base = cnn.CNNTrainConfig(width=8, epochs=1, batch_size=16, lr=0.01, seed=0, device="cpu")

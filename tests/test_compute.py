@@ -30,6 +30,7 @@ def test_chunked_work_in_two_processes_equals_one_call(sample_faces, two_workers
     np.testing.assert_array_equal(compute.map_chunks(quality._noise_sigma, x, min_chunk=8), quality._noise_sigma(x))
 
 
+@pytest.mark.slow
 def test_landmarks_in_two_processes_equal_one_process(sample_faces, two_workers):
     task = SHARED_DIR / "models" / "face_landmarker.task"
     if not task.is_file():
@@ -48,6 +49,7 @@ def test_small_stacks_stay_in_this_process(monkeypatch):
     assert seen == [100]
 
 
+@pytest.mark.slow
 def test_inference_copy_folds_batchnorm_and_keeps_the_outputs(sample_faces):
     torch.manual_seed(0)
     model = cnn.CompactCNN(width=8)

@@ -67,6 +67,7 @@ def test_registered_as_face_priors():
     assert {restore.REGISTRY[n].family for n in ("gfpgan_v1.3", "gfpgan_v1.4", "codeformer")} == {"face prior"}
 
 
+@pytest.mark.slow
 def test_gfpgan_loads_params_ema_from_the_file(gfpgan, gfpgan_file):
     saved, loaded = gfpgan_file[1], gfpgan.net.state_dict()
     assert loaded.keys() == saved.keys()
@@ -74,6 +75,7 @@ def test_gfpgan_loads_params_ema_from_the_file(gfpgan, gfpgan_file):
         assert torch.equal(loaded[k], saved[k])
 
 
+@pytest.mark.slow
 def test_gfpgan_restores_real_faces_deterministically(gfpgan, faces):
     out = gfpgan(faces)
     assert out.shape == (2, 48, 48) and out.dtype == np.uint8
@@ -164,6 +166,7 @@ def test_download_checks_the_size_before_renaming_into_place(served, tmp_path, m
     assert sorted(p.name for p in dest.parent.iterdir()) == (["GFPGANv1.3.pth"] if size_ok else [])
 
 
+@pytest.mark.slow
 def test_codeformer_restores_real_faces(tmp_path, faces):
     pytest.importorskip("codeformer.basicsr.archs.codeformer_arch", reason=f"codeformer-pip not installed: {face_priors.CODEFORMER_INSTALL}")
     with face_priors.legacy_imports():

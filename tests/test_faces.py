@@ -18,6 +18,7 @@ def _photo(sample_faces, where, size=(420, 300), scale=120):
     return canvas
 
 
+@pytest.mark.slow
 def test_detection_recovers_pasted_fer_faces_with_their_framing(sample_faces):
     photo = _photo(sample_faces, [(40, 80), (250, 90)])
     found, crops = faces.faces_in(photo)

@@ -58,6 +58,7 @@ def test_models_train_and_score_faces_without_landmarks_as_failures(arch, rng, t
     assert np.isnan(proba[0]).all() and np.allclose(proba[1:].sum(1), 1)
 
 
+@pytest.mark.slow
 def test_transformer_tokens_are_regions_of_the_mean_face_and_travel_with_the_weights(rng, tmp_path):
     # two well-separated halves of a face: k-means must never put points of both halves in one token
     pts = rng.normal(size=(64, 478, 3)).astype(np.float32) * 0.05

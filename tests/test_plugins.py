@@ -87,6 +87,7 @@ def test_module_class_names_need_no_installation_and_are_checked(plugin_dir):
         restore.is_known("nosuchpkg:X")
 
 
+@pytest.mark.notebook
 def test_the_study_runs_with_plugins(plugin_dir, fer2013_dir, tmp_path, monkeypatch):
     """Notebook 05 in a fresh kernel finds the installed plug-ins and scores them beside the built-in CNN."""
     monkeypatch.setenv("FER2013_DIR", str(fer2013_dir))

@@ -131,6 +131,7 @@ def test_unet_weights_round_trip_and_bad_files(tmp_path):
         unet.load_model(other)
 
 
+@pytest.mark.slow
 def test_unet_training_learns_to_denoise(sample_faces, tmp_path):
     faces = np.concatenate([sample_faces.images] * 4)
     cfg = unet.TrainConfig(presets=["noise_25"], epochs=4, batch_size=16, lr=3e-3, val_images=24, seed=0, threads=2)
@@ -163,6 +164,7 @@ def test_psnr_loss_is_minus_the_mean_per_face_psnr_and_weighs_faces_equally(tmp_
         unet.train(np.zeros((40, 48, 48), np.uint8), unet.TrainConfig(loss="ssim", val_images=4), tmp_path / "x.safetensors")
 
 
+@pytest.mark.slow
 def test_unet_impulse_switch_trains_in_bf16_and_touches_only_0_255_pixels(sample_faces, tmp_path):
     cfg = unet.TrainConfig(presets=["seed003_sp"], epochs=1, batch_size=16, val_images=16, seed=0, precision="bf16",
                            impulse_switch=True, threads=2)
@@ -177,6 +179,7 @@ def test_unet_impulse_switch_trains_in_bf16_and_touches_only_0_255_pixels(sample
         unet.train(sample_faces.images, unet.TrainConfig(precision="fp8"), tmp_path / "x.safetensors")
 
 
+@pytest.mark.slow
 def test_unet_flip_self_ensemble_is_mirror_equivariant_and_named_in_errors():
     import torch
 
@@ -213,6 +216,7 @@ def test_summary_pairs_gains_and_leaves_identical_pairs_out_of_psnr_means():
     assert np.isnan(s.loc[("clean", "nlm"), "PSNR gain (dB)"])
 
 
+@pytest.mark.slow
 def test_unet_training_with_the_patchgan_runs_and_saves(sample_faces, tmp_path):
     cfg = unet.TrainConfig(presets=["seed003_sp"], epochs=1, batch_size=16, val_images=16, adv_weight=0.001, loss="mse", seed=1)
     card = unet.train(sample_faces.images, cfg, tmp_path / "gan.safetensors", log=lambda *_: None)
@@ -221,6 +225,7 @@ def test_unet_training_with_the_patchgan_runs_and_saves(sample_faces, tmp_path):
     assert meta["config"]["loss"] == "mse"
 
 
+@pytest.mark.slow
 def test_unet_auto_routes_each_face_to_the_fine_tune_its_measurements_call_for(sample_faces, tmp_path):
     import torch
 

@@ -52,6 +52,7 @@ def _run(folder: Path, kill_after: int, resume: bool) -> subprocess.CompletedPro
                           env=env, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow
 def test_killed_and_resumed_run_gives_the_same_weights(tmp_path):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     straight.mkdir(), killed.mkdir()
@@ -148,3 +149,16 @@ def test_random_erase_replaces_one_rectangle_per_chosen_image():
         rows, cols = torch.nonzero(img != 7.0, as_tuple=True)
         assert (rows.max() - rows.min() + 1) * (cols.max() - cols.min() + 1) == len(rows)  # one rectangle
     assert torch.equal(out, training.random_erase(x, torch.Generator().manual_seed(0), p=0.5, area=(0.1, 0.1), aspect=(1.0, 1.0)))
+
+
+@pytest.mark.gpu
+def test_the_same_loop_trains_the_cnn_on_a_gpu(sample_faces, tmp_path):
+    """--device cuda runs unchanged: bf16 autocast, data kept on the device, a CPU-loadable card and weights."""
+    from fer_helpers import cnn
+
+    x, y = sample_faces.images, sample_faces.labels
+    cfg = cnn.CNNTrainConfig(width=8, epochs=2, batch_size=16, lr=0.01, device="cuda")
+    card = cnn.train(x, y, x[:14], y[:14], cfg, tmp_path / "gpu.safetensors", log=lambda *_: None)
+    assert card["device"] == "cuda" and card["precision"] == "bf16" and len(card["history"]) == 2
+    model, meta = cnn.load(tmp_path / "gpu.safetensors", "cpu")
+    assert meta["val_accuracy"] == card["val_accuracy"]

@@ -1,3 +1,4 @@
+import pytest
 import numpy as np
 
 from fer_helpers import classify, transfer
@@ -13,6 +14,7 @@ def test_phases_unfreeze_head_then_upper_blocks_then_all():
     assert m[0] < m[1] < m[2]
 
 
+@pytest.mark.slow
 def test_tiny_three_phase_training_and_the_classifier_wrapper(sample_faces, tmp_path):
     cfg = transfer.TransferConfig(arch="resnet18", input_size=48, epochs_per_phase=(1, 1, 1), batch_size=16)
     x, y = sample_faces.images[:32], sample_faces.labels[:32]

@@ -50,6 +50,7 @@ def test_distillation_loss_mixes_labels_and_teacher():
     assert torch.allclose(vit.distillation_loss(student, teacher, y, 1.0, 2.0, 0.0), 4 * kl, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_distilled_vit_names_its_teacher(sample_faces, tmp_path):
     import torch
 
