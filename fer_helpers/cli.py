@@ -183,28 +183,5 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
-def add_config_options(parser: argparse.ArgumentParser, config_cls: type, types: dict | None = None) -> None:
-    """One ``--option`` per field of a training-config dataclass: the type comes from the default (``types``
-    gives it for fields whose default is None); list fields take several values."""
-    import dataclasses
-
-    for f in dataclasses.fields(config_cls):
-        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        flag = "--" + f.name.replace("_", "-")
-        if isinstance(default, bool):  # type=bool would read "False" as True
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
-        elif isinstance(default, list):
-            parser.add_argument(flag, nargs="+", default=default)
-        else:
-            parser.add_argument(flag, type=(types or {}).get(f.name, type(default)), default=default)
-
-
-def config_from_args(config_cls: type, args: argparse.Namespace):
-    """The dataclass built from the options :func:`add_config_options` added."""
-    import dataclasses
-
-    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})
-
-
 if __name__ == "__main__":
     sys.exit(main())

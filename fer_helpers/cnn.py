@@ -245,7 +245,7 @@ def main(argv=None) -> int:
     import argparse
 
     from . import data
-    from .cli import add_config_options, config_from_args
+    from .training import add_config_options, config_from_args
 
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.cnn")
     ap.add_argument("--fer2013", required=True)

@@ -18,6 +18,7 @@
 
 from __future__ import annotations
 
+import argparse
 import copy
 import math
 import os
@@ -360,3 +361,29 @@ def random_erase(x: torch.Tensor, gen: torch.Generator, p: float = 0.5, area: tu
     mask = (in_y[:, :, None] & in_x[:, None, :] & apply[:, None, None])[:, None]
     noise = torch.randn(x.shape, generator=gen).to(dev, x.dtype)
     return torch.where(mask, noise, x)
+
+
+# ---- command-line options for a training config (the model modules' entry points) -----------------
+
+
+def add_config_options(parser: argparse.ArgumentParser, config_cls: type, types: dict | None = None) -> None:
+    """One ``--option`` per field of a training-config dataclass: the type comes from the default (``types``
+    gives it for fields whose default is None); list fields take several values."""
+    import dataclasses
+
+    for f in dataclasses.fields(config_cls):
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(default, bool):  # type=bool would read "False" as True
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, default=default)
+        elif isinstance(default, list):
+            parser.add_argument(flag, nargs="+", default=default)
+        else:
+            parser.add_argument(flag, type=(types or {}).get(f.name, type(default)), default=default)
+
+
+def config_from_args(config_cls: type, args: argparse.Namespace):
+    """The dataclass built from the options :func:`add_config_options` added."""
+    import dataclasses
+
+    return config_cls(**{f.name: getattr(args, f.name) for f in dataclasses.fields(config_cls)})

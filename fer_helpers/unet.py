@@ -397,7 +397,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """``python -m fer_helpers.unet train --fer2013 DIR --out models/unet_denoiser/blind.safetensors [...]``."""
     import argparse
 
-    from .cli import add_config_options, config_from_args
+    from .training import add_config_options, config_from_args
 
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.unet")
     sub = ap.add_subparsers(dest="cmd", required=True)

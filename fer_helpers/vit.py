@@ -209,7 +209,7 @@ def main(argv=None) -> int:
     import argparse
 
     from . import data
-    from .cli import add_config_options, config_from_args
+    from .training import add_config_options, config_from_args
 
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.vit")
     sub = ap.add_subparsers(dest="cmd", required=True)

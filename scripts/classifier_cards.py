@@ -19,12 +19,38 @@ NOT_RECIPE = {"seed", "device", "threads", "arch", "precision"}
 def model_name(path: Path, card: dict) -> str:
     if path.stem == "training":
         return path.parent.name
+    if "members" in card:
+        return "cnn_ensemble"
     return card["config"].get("arch", path.stem)
 
 
+def ensemble_row(path: Path, card: dict) -> str:
+    members = ", ".join(f"{m} ({a:.4f})" for m, a in zip(card["members"], card["member_val_accuracy"]))
+    return (f"| cnn_ensemble | `{path.parent.name}/{path.name}` | mean probability of {members} | (members') | "
+            f"{card['val_accuracy']:.4f} ({card['val_tta']} TTA) | {card['val_macro_f1']:.4f} | | | |")
+
+
+def extras(card: dict) -> list[str]:
+    """Rows under a model's row: where a fine-tune started, what a robust model was trained on and scores."""
+    out = []
+    if card.get("initialised_from"):
+        s = card["initialised_from"]
+        out.append(f"|  | | fine-tuned from {s['weights']} (PublicTest {s['val_accuracy']:.4f}) | | | | | | |")
+    if card.get("degradation_mix"):
+        mix = card["degradation_mix"]
+        fams = "; ".join(f"{f}: {v[1]:g}-{v[2]:g}" if isinstance(v, list) else f"{f}: {v}" for f, v in mix["families"].items())
+        out.append(f"|  | | each training face degraded with p = {mix['p']} by one of: {fams}; selected on the {mix['selected_on']} | | | | | | |")
+    if card.get("val_accuracy_by_preset"):
+        accs = ", ".join(f"{p} {a:.4f}" for p, a in card["val_accuracy_by_preset"].items())
+        out.append(f"|  | | PublicTest accuracy on each seed preset (ten-crop): {accs} | | | | | | |")
+    return out
+
+
 def row(path: Path, card: dict, hardware: str) -> str:
+    if "members" in card:
+        return ensemble_row(path, card)
     cfg = card["config"]
-    recipe = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in NOT_RECIPE and v not in ("", None))
+    recipe = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in NOT_RECIPE and v not in ("", None) and k != "init")
     if card.get("model"):
         recipe += "; model: " + ", ".join(f"{k}={v}" for k, v in card["model"].items())
     if card.get("teacher"):
@@ -64,6 +90,7 @@ def main() -> None:
     for path in a.cards:
         card = json.loads(path.read_text())
         lines.append(row(path, card, a.hardware))
+        lines += extras(card)
         if "val_faces_without_landmarks" in card:
             lines.append(f"|  | | faces without landmarks: {card['train_faces_without_landmarks']:,} of Training, "
                          f"{card['val_faces_without_landmarks']:,} of PublicTest (scored as wrong) | | | | | | |")

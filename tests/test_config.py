@@ -112,7 +112,7 @@ def test_training_configs_round_trip_through_their_command_line_options():
     import argparse
 
     from fer_helpers import cnn, unet, vit
-    from fer_helpers.cli import add_config_options, config_from_args
+    from fer_helpers.training import add_config_options, config_from_args
 
     for cls in (unet.TrainConfig, cnn.CNNTrainConfig, vit.ViTTrainConfig):
         ap = argparse.ArgumentParser()
