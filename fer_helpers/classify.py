@@ -195,6 +195,25 @@ def _weights(name: str, ctx: ClassifyContext) -> str:
     return str((ctx.weights or {}).get(name, DEFAULT_WEIGHTS[name]))
 
 
+_CNN_MEMO: dict[tuple[str, str, str], np.ndarray] = {}
+
+
+def _cnn_probabilities(weights: str, fast, images: np.ndarray, device: str, batch_size: int, tta: str) -> np.ndarray:
+    """One CNN's probabilities, remembered for the last batch: the ensemble's members include the shipped ``cnn``,
+    which the study scores on the same faces just before, so its pass is not paid twice."""
+    import hashlib
+
+    from . import cnn
+
+    st = Path(weights).stat()  # a file rewritten in place is another model
+    key = (f"{Path(weights).resolve()}:{st.st_size}:{st.st_mtime_ns}", tta, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
+    if key not in _CNN_MEMO:
+        if len(_CNN_MEMO) >= 4:  # a few weights files x one batch
+            _CNN_MEMO.pop(next(iter(_CNN_MEMO)))
+        _CNN_MEMO[key] = cnn.predict_proba(fast, images, device, batch_size, tta)
+    return _CNN_MEMO[key]
+
+
 def _load_cnn(name: str, path: str, ctx: ClassifyContext):
     """(model for Grad-CAM, fused inference copy, card) of one CNN weights file, or :class:`ClassifierUnavailable`."""
     from . import cnn
@@ -216,13 +235,12 @@ class CNNClassifier(Classifier):
 
     def __init__(self, ctx: ClassifyContext):
         # self.model stays unfused for Grad-CAM; self.fast is the BatchNorm-folded inference copy
-        self.model, self.fast, self.card = _load_cnn(self.name, _weights(self.name, ctx), ctx)
+        self.weights = _weights(self.name, ctx)
+        self.model, self.fast, self.card = _load_cnn(self.name, self.weights, ctx)
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
-        from . import cnn
-
-        return cnn.predict_proba(self.fast, images, self.device, self.batch_size, self.tta)
+        return _cnn_probabilities(self.weights, self.fast, images, self.device, self.batch_size, self.tta)
 
 
 @register("cnn_robust", "cnn")
@@ -242,14 +260,12 @@ class CNNEnsemble(Classifier):
             raise ClassifierUnavailable("cnn_ensemble", f"an ensemble needs at least two CNN weights files, got {paths}",
                                         "set classification.weights.cnn_ensemble to a comma-separated list of files")
         loaded = [_load_cnn("cnn_ensemble", p, ctx) for p in paths]
-        self.members = [fast for _, fast, _ in loaded]
+        self.members = list(zip(paths, [fast for _, fast, _ in loaded]))
         self.model, self.card = loaded[0][0], {"members": [c for _, _, c in loaded], "files": paths}
         self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
-        from . import cnn
-
-        return np.mean([cnn.predict_proba(m, images, self.device, self.batch_size, self.tta) for m in self.members], axis=0)
+        return np.mean([_cnn_probabilities(w, m, images, self.device, self.batch_size, self.tta) for w, m in self.members], axis=0)
 
 
 class _Transfer(Classifier):

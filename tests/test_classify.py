@@ -192,3 +192,25 @@ def test_damaged_or_foreign_weights_make_a_classifier_unavailable_naming_the_fil
         classify.create(name, classify.ClassifyContext(weights=weights))
     assert e.value.name == name and str(bad) in e.value.reason and e.value.fix
     assert "\n" not in str(e.value)
+
+
+def test_the_ensemble_reuses_the_cnn_pass_on_the_same_faces(sample_faces, monkeypatch):
+    """cnn and cnn_ensemble score the same faces in turn: the shared member runs once, with the same numbers."""
+    import shutil
+
+    from fer_helpers import classify, cnn
+    from fer_helpers.paths import MODELS_DIR
+
+    calls = []
+    real = cnn.predict_proba
+    monkeypatch.setattr(cnn, "predict_proba", lambda *a, **k: calls.append(1) or real(*a, **k))
+    monkeypatch.setattr(classify, "_CNN_MEMO", {})
+    shipped = MODELS_DIR / "cnn" / "cnn.safetensors"
+    ctx = classify.ClassifyContext(tta="flip", weights={"cnn_ensemble": f"{shipped},{shipped}"})
+    faces = sample_faces.images[:6]
+    single = classify.create("cnn", ctx).predict_proba(faces)
+    both = classify.create("cnn_ensemble", ctx).predict_proba(faces)
+    assert len(calls) == 1
+    np.testing.assert_allclose(both, single, atol=1e-6)
+    classify.create("cnn", ctx).predict_proba(sample_faces.images[6:9])  # other faces: computed
+    assert len(calls) == 2
