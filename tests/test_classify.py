@@ -196,7 +196,6 @@ def test_damaged_or_foreign_weights_make_a_classifier_unavailable_naming_the_fil
 
 def test_the_ensemble_reuses_the_cnn_pass_on_the_same_faces(sample_faces, monkeypatch):
     """cnn and cnn_ensemble score the same faces in turn: the shared member runs once, with the same numbers."""
-    import shutil
 
     from fer_helpers import classify, cnn
     from fer_helpers.paths import MODELS_DIR
