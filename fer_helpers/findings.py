@@ -89,6 +89,11 @@ def best_restorers(tests: pd.DataFrame) -> pd.DataFrame:
     return best.assign(marked=best["significant"] & (best["difference"] > 0)).reset_index(drop=True)
 
 
+def best_overall(best: pd.DataFrame, default: str = "auto") -> str:
+    """The restorer whose best-per-preset gains are largest on average (galleries and Grad-CAM show its work)."""
+    return str(best.groupby("a")["difference"].mean().idxmax()) if len(best) else default
+
+
 def psnr_vs_accuracy(run, tests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Per (classifier, restorer): correlation across presets of the mean PSNR gain and the accuracy gain;
     returns (correlations, the per-preset points)."""

@@ -263,6 +263,27 @@ def headline(metrics: pd.DataFrame, labels: np.ndarray | None = None) -> pd.Data
     return pd.DataFrame(rows)
 
 
+def summarise(run, metrics: pd.DataFrame, key: str, what: str, order: int) -> tuple[set[str], pd.DataFrame]:
+    """Notebooks 04 and 05's headline: the classifiers near chance (marked next to every figure) and the table,
+    recorded for the index."""
+    from . import data
+    from .report import write_headline
+
+    labels = data.load_clean(run).labels
+    weak = weak_classifiers(metrics, labels) if len(metrics) else set()
+    head = headline(metrics, labels) if len(metrics) else pd.DataFrame()
+    write_headline(run, key, f"Classification ({what}): clean vs degraded vs restored", head, order=order,
+                   note="Accuracy, macro-F1 and Cohen's kappa from scikit-learn on the run's faces; faces without an answer count as wrong.")
+    return weak, head
+
+
+def per_class_conditions(metrics: pd.DataFrame, showcase: str) -> list[str]:
+    """The conditions of the per-class figure: clean, the showcase preset and the seeds' presets the run scored."""
+    wanted = ["clean", showcase, "seed000_chain", "seed003_high", "jpeg_10"]
+    have = set(metrics["condition"])
+    return [c for c in dict.fromkeys(wanted) if c in have]
+
+
 def confusions(run, classifier: str, keys: Sequence[str]) -> dict[str, np.ndarray]:
     """Row-normalised confusion matrices of one classifier for some condition keys ("restorer|condition")."""
     from .io import read_json
