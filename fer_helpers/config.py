@@ -75,6 +75,10 @@ class DataParams(_Section):
     """Drop eval images whose pixels also occur in the train split (a leak for any model trained on it)."""
     drop_blank: bool = True
     """Drop blank (near-constant) eval images: they carry no expression."""
+    detect_faces: bool = False
+    """Find and align the face in each image (MTCNN, as ``fer-study predict`` does) instead of taking its centred
+    square: for data sets of full photographs (KDEF portraits, RAF-DB originals). Images where no face is found
+    are skipped and listed in the audit (``data/skipped_files.csv``). Folder data only; seconds per 100 photos."""
     blank_std_max: float = Field(default=1.0, ge=0.0, le=128.0)
     """An image whose pixel standard deviation is at most this many grey levels counts as blank."""
 
@@ -82,6 +86,8 @@ class DataParams(_Section):
     def _csv_splits(self) -> "DataParams":
         from .data import CSV_USAGES
 
+        if self.source == "csv" and self.detect_faces:
+            raise ValueError("detect_faces needs image files (source: folder): fer2013.csv holds 48x48 faces already")
         if self.source == "csv":
             for key in ("eval_split", "train_split"):
                 v = getattr(self, key)

@@ -18,7 +18,7 @@ import hashlib
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -117,9 +117,12 @@ def _resolve_class(folder: str, label_map: Mapping[str, str] | None, root: Path)
 
 
 def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False,
-                name_prefix: str | None = None) -> Dataset:
+                name_prefix: str | None = None, read_face: Callable[[Image.Image], np.ndarray | None] | None = None) -> Dataset:
     """Read ``root/split/<class>/*`` into a :class:`Dataset`; ids are ``split/class/file``. With ``name_prefix``
-    only files whose names start with it are opened at all (the others are never read)."""
+    only files whose names start with it are opened at all (the others are never read). ``read_face`` turns an
+    opened image into the 48x48 face (default :func:`to_face48`, for pre-cropped faces; ``faces.face_from_photo``
+    detects it in a photograph) and may return None: no face, the file is skipped with that reason."""
+    read_face = read_face or to_face48
     root = Path(root)
     base = root / split
     if not base.is_dir():
@@ -145,9 +148,12 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
         try:
             raw = f.read_bytes()
             with Image.open(f) as im:
-                arr = to_face48(im)
+                arr = read_face(im)
         except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
             skipped.append((rel, f"unreadable: {type(e).__name__}: {str(e)[:120]}"))
+            continue
+        if arr is None:
+            skipped.append((rel, "no face found by the detector (data.detect_faces)"))
             continue
         ids.append(rel)
         images.append(arr)
@@ -208,10 +214,11 @@ def _assemble(ids: list[str], images: list[np.ndarray], labels: list[int], split
     )
 
 
-def load_split(source: str, path: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False) -> Dataset:
+def load_split(source: str, path: str | Path, split: str, label_map: Mapping[str, str] | None = None, progress: bool = False,
+               read_face: Callable[[Image.Image], np.ndarray | None] | None = None) -> Dataset:
     if source == "csv":
         return load_csv(path, split)
-    return load_folder(path, split, label_map, progress=progress)
+    return load_folder(path, split, label_map, progress=progress, read_face=read_face)
 
 
 def subset_per_class(ds: Dataset, per_class: int | None, seed: int) -> Dataset:
@@ -382,8 +389,13 @@ def prepare(params, run, progress: bool = True) -> dict:
     summary = run.cached(STAGE, digest, lambda: (load_clean(run), read_json(run.path("data", "summary.json")))[1])
     if summary is not None:
         return summary
-    ev, evaluation = select_subset(load_split(d.source, path, d.eval_split, d.label_map, progress), d.eval_subset, d.source)
-    tr = load_split(d.source, path, d.train_split, d.label_map, progress) if d.train_split else None
+    read_face = None
+    if d.detect_faces:  # photographs: find and align the face (the train split too, so duplicates still match)
+        from .faces import face_from_photo
+
+        read_face = face_from_photo
+    ev, evaluation = select_subset(load_split(d.source, path, d.eval_split, d.label_map, progress, read_face), d.eval_subset, d.source)
+    tr = load_split(d.source, path, d.train_split, d.label_map, progress, read_face) if d.train_split else None
     au = audit(ev, tr, d.blank_std_max)
     kept, dropped = drop_flagged(ev, au, d.drop_test_duplicates_of_train, d.drop_blank)
     kept = subset_per_class(kept, d.per_class, params.seed)

@@ -79,6 +79,16 @@ def crop48(image: Image.Image, face: Face, align: bool = True) -> np.ndarray:
     return to_face48(crop)
 
 
+def face_from_photo(image: Image.Image, device: str = "cpu") -> np.ndarray | None:
+    """A data set's photograph as the study's face: the most confident face MTCNN finds, aligned and cropped to
+    48x48 grey (EXIF orientation applied); None when it finds none (the data loader then skips the file)."""
+    from .data import high_bit_depth_to_grey
+
+    rgb = high_bit_depth_to_grey(ImageOps.exif_transpose(image))[0].convert("RGB")
+    found = detect(rgb, device)
+    return crop48(rgb, found[0]) if found else None
+
+
 def faces_in(image: Image.Image, device: str = "cpu", cropped: bool = False) -> tuple[list[Face], np.ndarray]:
     """(faces, their 48x48 crops). ``cropped``: the image already is one face (no detection; whole image)."""
     if cropped:

@@ -74,3 +74,23 @@ def test_exif_orientation_is_honoured(sample_faces, tmp_path):
     upright = faces.open_photo(tmp_path / "rotated.jpg")
     assert upright.size == photo.size
     assert len(faces.faces_in(upright)[0]) == 1
+
+
+def test_a_data_set_of_photographs_is_read_through_detection(sample_faces, tmp_path):
+    """data.detect_faces: each photo's face is found, aligned and cropped; a photo without one is skipped, named."""
+    from fer_helpers import data
+
+    (tmp_path / "test" / "happy").mkdir(parents=True)
+    (tmp_path / "test" / "sad").mkdir(parents=True)
+    _photo(sample_faces, [(150, 90)]).save(tmp_path / "test" / "happy" / "portrait.jpg", quality=95)
+    Image.new("RGB", (300, 200), (90, 120, 60)).save(tmp_path / "test" / "sad" / "landscape.jpg")
+    with pytest.warns(UserWarning, match="skipped 1 file"):
+        ds = data.load_folder(tmp_path, "test", read_face=faces.face_from_photo)
+    assert ds.ids.tolist() == ["test/happy/portrait.jpg"] and ds.images.shape == (1, 48, 48)
+    assert ds.skipped == [("test/sad/landscape.jpg", "no face found by the detector (data.detect_faces)")]
+    direct = faces.faces_in(faces.open_photo(tmp_path / "test" / "happy" / "portrait.jpg"))[1][0]
+    np.testing.assert_array_equal(ds.images[0], direct)  # the same crop predict makes
+    with pytest.raises(ValueError, match="detect_faces needs image files"):
+        from fer_helpers.config import parse_params
+
+        parse_params({"data": {"source": "csv", "path": "x.csv", "eval_split": "PublicTest", "train_split": None, "detect_faces": True}})
