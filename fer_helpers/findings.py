@@ -124,6 +124,11 @@ def _from_to(before: float, after: float) -> str:
     return f"from {b} to {a}"
 
 
+def _significance(significant: bool, p: float, correction: str = "Holm") -> str:
+    """Every p-value in a sentence reads the same way: "significant, p = 0.003, Holm" or "not significant, ..."."""
+    return f"{'significant' if significant else 'not significant'}, {stats.format_p(p)}" + (f", {correction}" if correction else "")
+
+
 def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> list[str]:
     """Findings as sentences, every number taken from the tables (percentages of faces, Holm-corrected p)."""
     out = []
@@ -132,13 +137,13 @@ def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> li
         worst = g.loc[g["difference"].idxmin()]
         if worst["difference"] < 0:
             out.append(f"{clf}: the costliest degradation is {worst['condition']}, which lowers accuracy "
-                       f"{_from_to(worst['accuracy_b'], worst['accuracy_a'])} ({stats.format_p(worst['p_holm'])}, Holm).")
+                       f"{_from_to(worst['accuracy_b'], worst['accuracy_a'])} ({_significance(worst['significant'], worst['p_holm'])}).")
         else:
             out.append(f"{clf}: no degradation lowers its accuracy ({worst['accuracy_b']:.1%} on clean faces).")
     for _, b in best[best["difference"] != 0].iterrows():
         verb = "raises" if b["difference"] > 0 else "lowers"
-        tail = f"({stats.format_p(b['p_holm'])}, Holm)" if b["marked"] else f"(not significant: {stats.format_p(b['p_holm'])}, Holm)"
-        out.append(f"{b['a']} {verb} {b['classifier']} accuracy on {b['condition']} {_from_to(b['accuracy_b'], b['accuracy_a'])} {tail}.")
+        out.append(f"{b['a']} {verb} {b['classifier']} accuracy on {b['condition']} {_from_to(b['accuracy_b'], b['accuracy_a'])} "
+                   f"({_significance(b['significant'], b['p_holm'])}).")
     gate = tests[tests["test"] == "gate"]
     for (clf, a), g in gate.groupby(["classifier", "a"]):
         out.append(f"{clf}, {a}: restoring only the flagged faces differs significantly from restoring all of them on "
@@ -146,10 +151,10 @@ def sentences(tests: pd.DataFrame, best: pd.DataFrame, corr: pd.DataFrame) -> li
     harm = tests[(tests["test"] == "restoration") & (tests["condition"] == "clean")]
     for _, h in harm[harm["significant"]].iterrows():
         out.append(f"{h['a']} applied to clean faces changes {h['classifier']} accuracy {_from_to(h['accuracy_b'], h['accuracy_a'])} "
-                   f"({stats.format_p(h['p_holm'])}, Holm).")
+                   f"({_significance(True, h['p_holm'])}).")
     for _, c in corr.dropna(subset=["spearman_rho"]).iterrows():
         out.append(f"{c['classifier']}, {c['restorer']}: across presets, PSNR gain and accuracy gain correlate with "
-                   f"Spearman rho = {c['spearman_rho']:.2f} ({stats.format_p(c['spearman_p'])}, n = {c['n']}).")
+                   f"Spearman rho = {c['spearman_rho']:.2f} ({_significance(c['spearman_p'] < 0.05, c['spearman_p'], '')}, n = {c['n']}).")
     return out
 
 

@@ -85,11 +85,11 @@ def test_findings_sentences_never_read_from_x_to_x():
     from fer_helpers import findings
 
     best = pd.DataFrame([{"a": "auto", "classifier": "cnn", "condition": "seed003_low", "difference": -0.0003,
-                          "accuracy_b": 0.51632, "accuracy_a": 0.51602, "p_holm": 1.0, "marked": False}])
+                          "accuracy_b": 0.51632, "accuracy_a": 0.51602, "p_holm": 1.0, "marked": False, "significant": False}])
     tests = pd.DataFrame(columns=["test", "classifier", "condition", "difference", "accuracy_a", "accuracy_b", "p_holm", "significant", "a"])
     corr = pd.DataFrame(columns=["classifier", "restorer", "spearman_rho", "spearman_p", "n"])
     (line,) = findings.sentences(tests, best, corr)
-    assert line == "auto lowers cnn accuracy on seed003_low from 51.63% to 51.60% (not significant: p = 1.000, Holm)."
+    assert line == "auto lowers cnn accuracy on seed003_low from 51.63% to 51.60% (not significant, p = 1.000, Holm)."
 
 
 def test_paired_difference_interval_matches_resampling_faces():
