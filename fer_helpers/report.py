@@ -13,7 +13,7 @@ import pandas as pd
 from . import compute
 from .config import StudyParams, load_params
 from .data import DEMONSTRATION_FACES, read_evaluation
-from .io import RunDir, atomic_write_text, read_json, write_csv, write_json
+from .io import RunDir, atomic_path, atomic_write_text, read_json, write_csv, write_json
 
 #: plotly renderer for notebooks: the mimetype for JupyterLab, plus HTML with plotly.js embedded
 #: once per notebook, which nbconvert keeps, so figures draw offline in the exported HTML.
@@ -93,6 +93,51 @@ def export_html(notebook: str | os.PathLike, out_html: str | os.PathLike) -> Pat
     body, _ = exporter.from_notebook_node(nb)
     atomic_write_text(out_html, share_plotlyjs(body, Path(out_html).parent))
     return Path(out_html)
+
+
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+IMAGE_FORMATS = ("png", "svg")
+
+
+def export_figures(notebook: str | os.PathLike, folder: Path, prefix: str) -> dict[str, Any]:
+    """Every plotly figure an executed notebook drew, for papers: ``<prefix>_<k>_<title>.json`` (the figure spec;
+    ``plotly.io.read_json`` redraws it anywhere) and, where kaleido and a Chrome/Chromium are installed, ``.png``
+    (2x) and ``.svg``. Returns how many figures and images, and why there are no images when there are none."""
+    import json
+    import re
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    specs = [o["data"][PLOTLY_MIME] for c in nb.cells if c.get("cell_type") == "code"
+             for o in c.get("outputs", []) if PLOTLY_MIME in o.get("data", {})]
+    names = []
+    for k, spec in enumerate(specs, 1):
+        title = (spec.get("layout") or {}).get("title") or ""
+        title = title.get("text", "") if isinstance(title, dict) else str(title)
+        slug = re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", " ", title).lower()).strip("-")[:60]
+        names.append(f"{prefix}_{k:02d}" + (f"_{slug}" if slug else ""))
+        atomic_write_text(folder / f"{names[-1]}.json", json.dumps(spec))
+    images, reason = 0, ""
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        return {"figures": len(specs), "images": 0,
+                "reason": "PNG/SVG not written: kaleido is not installed (pip install kaleido; it also needs a Chrome or Chromium)"}
+    for name, spec in zip(names, specs):
+        try:
+            import plotly.io as pio
+
+            fig = pio.from_json(json.dumps(spec))
+            for fmt in IMAGE_FORMATS:
+                with atomic_path(folder / f"{name}.{fmt}") as tmp:
+                    fig.write_image(str(tmp), format=fmt, scale=2 if fmt == "png" else 1)
+                images += 1
+        except Exception as e:  # kaleido missing, or the browser it drives: say so once, keep the JSON specs
+            reason = (f"PNG/SVG not written ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''}); "
+                      "they need `pip install kaleido` and a Chrome or Chromium (kaleido.get_chrome_sync() fetches one)")
+            break
+    return {"figures": len(specs), "images": images, "reason": reason}
 
 
 PLOTLY_JS = "plotly.min.js"
@@ -184,6 +229,12 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str], h
         link = f"<a href='{nb}.html'>{nb}</a>" if produced else nb
         parts.append(f"<li>{link} <span class='{cls}'>{html.escape(status)}</span></li>")
     parts.append("</ul>")
+    figures, tables = run.path("figures"), run.path("tables")
+    if figures.is_dir() or tables.is_dir():
+        n_json, n_png = len(list(figures.glob("*.json"))), len(list(figures.glob("*.png")))
+        images = f"PNG and SVG of {n_png}" if n_png else "no PNG/SVG: they need <code>pip install kaleido</code> and a Chrome or Chromium"
+        parts.append(f"<p class='meta'><b>For papers:</b> <a href='figures/'>figures/</a> ({n_json} plotly figure specs; {images}) "
+                     f"&middot; <a href='tables/'>tables/</a> (every table above as CSV and LaTeX)</p>")
     parts += [_headline_html(h) for h in heads if h not in lead and h not in first]
     parts.append("</body></html>")
     out = run.path("index.html")

@@ -20,7 +20,7 @@ from typing import Any, Mapping, Sequence
 from .config import StudyParams, load_params
 from .io import RunDir, read_json, write_json
 from .paths import NOTEBOOKS_DIR
-from .report import SHOWN_STATUSES, build_index, export_html
+from .report import SHOWN_STATUSES, build_index, export_figures, export_html
 
 STATE_FILE = "runner_state.json"
 
@@ -161,8 +161,11 @@ def _run_study(
             raise NotebookFailed(name, f"notebook {name} failed in {what}; partial output: {out_nb}", out_nb) from None
         seconds[name] = time.perf_counter() - t0
         export_html(out_nb, out_html)
+        figures = export_figures(out_nb, run.path("figures"), name)
+        if figures["reason"] and figures["figures"]:
+            bar.write(f"[{name}] {figures['figures']} figures saved as JSON in figures/; {figures['reason']}")
         state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1),
-                       "headlines": _written_since(run, before)}
+                       "headlines": _written_since(run, before), "figures": figures}
         write_json(state_path, state)
         statuses[name] = "done"
         bar.write(f"[{name}] done in {seconds[name]:.1f} s")
@@ -191,6 +194,8 @@ def _written_since(run: RunDir, before: Mapping[str, int]) -> list[str]:
 
 def _remove_outputs(run: RunDir, name: str, prev: Mapping[str, Any]) -> None:
     run.path(f"{name}.html").unlink(missing_ok=True)
+    for f in run.path("figures").glob(f"{name}_*"):
+        f.unlink()
     for key in prev.get("headlines", []):
         (run.headlines_dir / f"{key}.json").unlink(missing_ok=True)
 

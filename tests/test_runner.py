@@ -179,3 +179,22 @@ def test_headline_tables_are_also_written_as_csv_and_latex(tmp_path):
     tex = run.path("tables", "01_headline.tex").read_text()
     assert r"\caption{Headline: 95\% intervals}" in tex and r"cnn\_robust & 0.684 & unet (p $<$ 0.001) \\" in tex
     assert r"\toprule" in tex and r"\bottomrule" in tex
+
+
+def test_every_figure_is_kept_for_papers(default_run):
+    """figures/ holds each notebook's plotly figures as specs plotly redraws; PNG/SVG where kaleido can render."""
+    import plotly.io as pio
+
+    run = RunDir(default_run.run_dir)
+    specs = sorted(run.path("figures").glob("01_degradation_*.json"))
+    html = run.path("01_degradation.html").read_text()
+    assert len(specs) == html.count("Plotly.newPlot") and len(specs) >= 4
+    fig = pio.read_json(specs[0])
+    assert fig.data and specs[0].stem.startswith("01_degradation_01")
+    assert "For papers:" in run.path("index.html").read_text()
+    pngs = list(run.path("figures").glob("*.png"))
+    try:
+        import kaleido  # noqa: F401
+    except ImportError:
+        assert not pngs  # and the index says why
+        assert "they need <code>pip install kaleido</code>" in run.path("index.html").read_text()
