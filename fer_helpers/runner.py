@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import time
@@ -143,6 +144,7 @@ def _run_study(
                 str(src), str(out_nb),
                 parameters={"PARAMS_FILE": str(run.params_file), "RUN_DIR": str(run.root), "OVERRIDES": {}},
                 cwd=str(NOTEBOOKS_DIR), kernel_name=kernel_name, progress_bar=False, log_output=False,
+                kernel_manager_class=_ipc_kernel_manager(),
             )
         except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
             seconds[name] = time.perf_counter() - t0
@@ -171,6 +173,28 @@ def _run_study(
         bar.write(f"[{name}] done in {seconds[name]:.1f} s")
     index = build_index(run, params, statuses, _hidden_headlines(state, statuses))
     return RunResult(run.root, index, statuses, seconds)
+
+
+@functools.lru_cache(maxsize=1)
+def _ipc_kernel_manager() -> type:
+    """A kernel manager that talks to the local kernel over IPC sockets in a private temporary folder: no TCP
+    ports, and no "running over TCP without encryption" warning from every notebook's kernel."""
+    import atexit
+    import shutil
+    import tempfile
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    folder = tempfile.mkdtemp(prefix="fer-study-kernels-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+
+    class IPCKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any):
+            kwargs.setdefault("transport", "ipc")
+            kwargs.setdefault("ip", os.path.join(folder, "kernel"))
+            super().__init__(**kwargs)
+
+    return IPCKernelManager
 
 
 def _check_data_path(params: StudyParams) -> None:
