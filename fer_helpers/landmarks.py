@@ -20,8 +20,10 @@ Models (all over the normalised (478, 3) points):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
@@ -93,13 +95,39 @@ def _extract(images: np.ndarray, model_path: str, progress: bool = False) -> np.
     opts = vision.FaceLandmarkerOptions(base_options=mpt.BaseOptions(model_asset_path=model_path),
                                         running_mode=vision.RunningMode.IMAGE, num_faces=1)
     # opened and closed per call (about 0.05 s): a landmarker left open fails in mediapipe's __del__ at exit
-    with vision.FaceLandmarker.create_from_options(opts) as lm:
+    with _native_stderr_silenced():  # its C++ side logs a few lines each time one is opened
+        lm = vision.FaceLandmarker.create_from_options(opts)
+    with lm:
         for i, im in enumerate(tqdm(images, desc="landmarks", disable=not progress, leave=False)):
             rgb = np.ascontiguousarray(np.repeat(im[:, :, None], 3, axis=2))
             res = lm.detect(mp.Image(image_format=mp.ImageFormat.SRGB, data=rgb))
             if res.face_landmarks:
                 out[i] = [(p.x, p.y, p.z) for p in res.face_landmarks[0]]
     return out
+
+
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """MediaPipe's C++ side logs to file descriptor 2 on every landmarker it opens (TFLite's XNNPACK line, glog
+    warnings about feedback tensors): point fd 2 at /dev/null while one is opened. Its errors still reach Python
+    as exceptions; nothing of the project's own is written meanwhile."""
+    import sys
+
+    try:
+        saved = os.dup(2)
+    except OSError:  # no fd 2 (some embedded interpreters): nothing to silence
+        yield
+        return
+    sys.stderr.flush()
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 _MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
