@@ -109,6 +109,7 @@ def _run_study(
     statuses: dict[str, str] = {}
     seconds: dict[str, float] = {}
     upstream_reran = False
+    said_figures = False
 
     bar = tqdm(notebooks, desc="notebooks", unit="nb", disable=not progress)
     for name in bar:
@@ -138,13 +139,15 @@ def _run_study(
         state[name] = {"status": "running", "params": digest, "source": src_digest}
         write_json(state_path, state)
         before = _headline_stamps(run)
+        kernels = _ipc_kernel_manager()
+        kernels.stderr_path = str(run.path("logs", f"{name}.kernel.log"))  # not the user's terminal
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
                 str(src), str(out_nb),
                 parameters={"PARAMS_FILE": str(run.params_file), "RUN_DIR": str(run.root), "OVERRIDES": {}},
                 cwd=str(NOTEBOOKS_DIR), kernel_name=kernel_name, progress_bar=False, log_output=False,
-                kernel_manager_class=_ipc_kernel_manager(),
+                kernel_manager_class=kernels,
             )
         except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
             seconds[name] = time.perf_counter() - t0
@@ -164,8 +167,9 @@ def _run_study(
         seconds[name] = time.perf_counter() - t0
         export_html(out_nb, out_html)
         figures = export_figures(out_nb, run.path("figures"), name)
-        if figures["reason"] and figures["figures"]:
-            bar.write(f"[{name}] {figures['figures']} figures saved as JSON in figures/; {figures['reason']}")
+        if figures["reason"] and figures["figures"] and not said_figures:  # once per run, not per notebook
+            bar.write(f"[figures] each figure is saved as JSON in figures/; {figures['reason']}")
+            said_figures = True
         state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1),
                        "headlines": _written_since(run, before), "figures": figures}
         write_json(state_path, state)
@@ -189,10 +193,21 @@ def _ipc_kernel_manager() -> type:
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
 
     class IPCKernelManager(AsyncKernelManager):
+        #: where the kernel process's own stderr goes (its infrastructure logs, C-level writes): set per notebook
+        stderr_path: str | None = None
+
         def __init__(self, **kwargs: Any):
             kwargs.setdefault("transport", "ipc")
             kwargs.setdefault("ip", os.path.join(folder, "kernel"))
             super().__init__(**kwargs)
+
+        async def start_kernel(self, **kwargs: Any) -> None:
+            if not self.stderr_path:
+                return await super().start_kernel(**kwargs)
+            Path(self.stderr_path).parent.mkdir(parents=True, exist_ok=True)
+            with open(self.stderr_path, "ab") as log:  # the kernel keeps its own copy of the descriptor
+                kwargs.setdefault("stderr", log)
+                return await super().start_kernel(**kwargs)
 
     return IPCKernelManager
 

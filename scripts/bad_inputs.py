@@ -292,10 +292,11 @@ def run_case(case: Case, t: Path) -> dict:
             signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit then fails with EFBIG
             resource.setrlimit(resource.RLIMIT_FSIZE, (case.fsize, case.fsize))
 
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits)
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=limits,
+                            start_new_session=True)
     if case.interrupt_after:
         time.sleep(case.interrupt_after)
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # as a terminal's Ctrl-C does: the whole process group
     try:
         out, err = proc.communicate(timeout=600)
     except subprocess.TimeoutExpired:
