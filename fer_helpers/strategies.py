@@ -115,7 +115,7 @@ def sentence(c: Comparison) -> str:
         elif robust_wins and restore_wins:
             parts.append(f"{name}: mixed (robust better on {robust_wins}, restoring on {restore_wins} of {len(g)} presets)")
         else:
-            parts.append(f"{name}: no significant difference ({len(g)} presets)")
+            parts.append(f"{name}: no significant difference ({len(g)} preset{'s' if len(g) != 1 else ''})")
     cost = c.clean_cost
     sig = "significant" if cost["p"] < 0.05 else "not significant"
     return (f"Restore or train robust (the clean CNN with {c.restorer} vs the robust CNN without a restorer): " + "; ".join(parts)

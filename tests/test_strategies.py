@@ -52,7 +52,7 @@ def test_four_strategies_on_the_same_faces_and_the_robust_cost(tmp_path):
     assert table.loc["noise_25", "robust vs restoring"].startswith("+10.0 points [")
     text = strategies.sentence(c)
     assert "Gaussian noise: training robust beats restoring on 1 of 1 presets" in text
-    assert "JPEG: no significant difference (1 presets)" in text and "-1.0 points" in text
+    assert "JPEG: no significant difference (1 preset)" in text and "-1.0 points" in text
 
 
 def test_without_the_fixed_restorer_the_best_one_is_chosen_and_said_so(tmp_path):
