@@ -318,7 +318,8 @@ def judge(case: Case, t: Path, rc: int, out: str, err: str) -> dict:
     if rc != 0:
         return {"message": first, "verdict": "WRONG (refused a valid input)"}
     problem = case.check(t, out, err)
-    return {"message": first if lines else "(ok)", "verdict": f"WRONG ({problem})" if problem else "correct"}
+    said = next((x for x in lines if x.startswith(("unavailable:", "skipped", "warning"))), "(ok)")  # not a progress bar
+    return {"message": said, "verdict": f"WRONG ({problem})" if problem else "correct"}
 
 
 def main(argv: list[str] | None = None) -> int:
