@@ -198,3 +198,24 @@ def test_every_figure_is_kept_for_papers(default_run):
     except ImportError:
         assert not pngs  # and the index says why
         assert "they need <code>pip install kaleido</code>" in run.path("index.html").read_text()
+
+
+def test_figures_become_png_and_svg_where_kaleido_and_a_browser_are_installed(tmp_path):
+    import shutil
+
+    import nbformat
+    import plotly.graph_objects as go
+
+    from fer_helpers import report
+
+    pytest.importorskip("kaleido", reason="kaleido is optional (pip install kaleido); without it figures stay JSON specs")
+    if not (shutil.which("chromium") or shutil.which("google-chrome")):
+        pytest.skip("kaleido needs a Chrome or Chromium")
+    fig = go.Figure(go.Bar(x=["a", "b"], y=[1, 2]), layout={"title": {"text": "Accuracy <b>per</b> class"}})
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell("fig", outputs=[nbformat.v4.new_output(
+        "display_data", data={report.PLOTLY_MIME: fig.to_plotly_json()})])])
+    nbformat.write(nb, tmp_path / "nb.ipynb")
+    got = report.export_figures(tmp_path / "nb.ipynb", tmp_path / "figures", "06_visualization")
+    assert got == {"figures": 1, "images": 2, "reason": ""}
+    stem = tmp_path / "figures" / "06_visualization_01_accuracy-per-class"
+    assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG" and b"<svg" in stem.with_suffix(".svg").read_bytes()[:400]
