@@ -174,7 +174,7 @@ def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndar
 
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
           cfg: CNNTrainConfig, out: Path, checkpoint: Path | None = None, resume: bool = False,
-          progress: bool = False, log=print) -> dict:
+          progress: bool = False, log=print, stop_after: int | None = None) -> dict:
     """Train through the project's loop; keep the weights (raw or EMA) with the best centre-crop accuracy
     on the validation set, then score them with ten-crop TTA for the card."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
@@ -183,7 +183,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
 
     recipe = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
-                          checkpoint=checkpoint, resume=resume, progress=progress, log=log)
+                          checkpoint=checkpoint, resume=resume, progress=progress, log=log, stop_after=stop_after)
     device = result.device
     proba = predict_proba(result.model.float(), val_images, device, tta="ten_crop")
     pred = proba.argmax(1)
@@ -252,6 +252,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--checkpoint", type=Path, help="default: ~/.cache/fer-study/train/<out name>.pt")
     ap.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    ap.add_argument("--stop-after", type=int, metavar="EPOCH",
+                    help="end after this epoch and ship the best weights so far (with --resume at or past it: no more "
+                         "training); the card records the epochs run")
     add_config_options(ap, CNNTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
     cfg = config_from_args(CNNTrainConfig, a)
@@ -261,7 +264,7 @@ def main(argv=None) -> int:
           f"checkpoint {checkpoint}", flush=True)
     a.out.parent.mkdir(parents=True, exist_ok=True)
     card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, checkpoint=checkpoint, resume=a.resume,
-                 progress=True, log=lambda m: print(m, flush=True))
+                 progress=True, log=lambda m: print(m, flush=True), stop_after=a.stop_after)
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2))
     print(f"PublicTest accuracy {card['val_accuracy']:.4f} (ten-crop TTA; centre crop {card['val_centre_accuracy']:.4f}) "
           f"with the {card['kept_weights']} weights of epoch {card['best_epoch']}: {a.out}")

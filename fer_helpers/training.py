@@ -27,6 +27,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -207,7 +208,8 @@ def _config_mismatch(saved: dict, cfg: dict) -> list[str]:
 
 
 def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitConfig, checkpoint: Path | None = None,
-        resume: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> FitResult:
+        resume: bool = False, progress: bool = True, log: Callable[[str], None] = print,
+        stop_after: int | None = None) -> FitResult:
     """Train ``recipe.model`` on (``train_x``, ``train_y``) and return it holding the best validated weights.
 
     ``checkpoint``: file written after every epoch; with ``resume`` an existing one is continued (its
@@ -257,7 +259,8 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
 
     t_start = time.perf_counter()
     images_seen, train_time = 0, 0.0
-    for epoch in range(start_epoch, cfg.epochs):
+    # stop_after ends the run early (the schedule stays the planned one, so a later --resume can still continue it)
+    for epoch in range(start_epoch, min(cfg.epochs, stop_after) if stop_after else cfg.epochs):
         gen = epoch_generator(cfg.seed, epoch)
         torch.manual_seed(cfg.seed * 1_000_003 + epoch)  # dropout and other global draws: per epoch too
         order = torch.randperm(len(train_x), generator=gen).to(device)
@@ -313,7 +316,8 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
         kept.load_state_dict(best["state"])
     return FitResult(model=kept.eval(), best_epoch=best["epoch"], best_score=best["score"], best_source=best["source"],
                      history=history, train_seconds=round(seconds_before + time.perf_counter() - t_start, 1),
-                     images_per_second=round(images_seen / train_time, 1) if train_time else 0.0,
+                     images_per_second=round(images_seen / train_time, 1) if train_time else  # only resumed to finish:
+                     round(float(np.mean([h["images_per_second"] for h in history])), 1) if history else 0.0,
                      precision=precision, device=device)
 
 

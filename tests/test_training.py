@@ -162,3 +162,28 @@ def test_the_same_loop_trains_the_cnn_on_a_gpu(sample_faces, tmp_path):
     assert card["device"] == "cuda" and card["precision"] == "bf16" and len(card["history"]) == 2
     model, meta = cnn.load(tmp_path / "gpu.safetensors", "cpu")
     assert meta["val_accuracy"] == card["val_accuracy"]
+
+
+def test_stop_after_ends_early_and_a_resume_finishes_the_same_curve(tmp_path):
+    """--stop-after: the run ends after that epoch with the best weights so far; a later resume without it
+    continues the planned schedule and ends where an uninterrupted run ends."""
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    full = _tiny_fit(tmp_path / "a", epochs=3)
+    early = training.fit(*_tiny_args(), training.FitConfig(epochs=3, batch_size=16, device="cpu", precision="fp32"),
+                         checkpoint=tmp_path / "b" / "ck.pt", progress=False, log=lambda _: None, stop_after=2)
+    assert len(early.history) == 2 and early.images_per_second > 0
+    again = training.fit(*_tiny_args(), training.FitConfig(epochs=3, batch_size=16, device="cpu", precision="fp32"),
+                         checkpoint=tmp_path / "b" / "ck.pt", resume=True, progress=False, log=lambda _: None, stop_after=2)
+    assert len(again.history) == 2 and again.images_per_second > 0  # nothing more to train: the card still has a speed
+    rest = training.fit(*_tiny_args(), training.FitConfig(epochs=3, batch_size=16, device="cpu", precision="fp32"),
+                        checkpoint=tmp_path / "b" / "ck.pt", resume=True, progress=False, log=lambda _: None)
+    assert [h["train_loss"] for h in rest.history] == [h["train_loss"] for h in full.history]
+
+
+def _tiny_args():
+    torch.manual_seed(0)
+    x, y = torch.rand(40, 1, 8, 8), torch.randint(0, 2, (40,))
+    model = nn.Sequential(nn.Flatten(), nn.Linear(64, 2))
+    recipe = training.Recipe(model, lambda a, b, g: (a, b), lambda m, i, t, g: nn.functional.cross_entropy(m(i), t),
+                             lambda m: {"score": 0.5})
+    return recipe, x, y
