@@ -203,8 +203,19 @@ def _atomic_save(obj: Any, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _config_mismatch(saved: dict, cfg: dict) -> list[str]:
-    return [f"{k}: {saved.get(k)!r} -> {v!r}" for k, v in cfg.items() if k not in ("device", "threads") and saved.get(k) != v]
+def _config_mismatch(saved: dict, cfg: dict, defaults: dict | None = None) -> list[str]:
+    """The settings that differ between a checkpoint and this run (where it ran does not count). A setting the
+    checkpoint lacks matches when this run leaves it at its default: an option added to the recipe later, unused."""
+    defaults = defaults or {}
+    out = []
+    for k, v in cfg.items():
+        if k in ("device", "threads"):
+            continue
+        if isinstance(v, dict) and isinstance(saved.get(k), dict):
+            out += [f"{k}.{m}" for m in _config_mismatch(saved[k], v, defaults)]
+        elif (saved.get(k) != v) and not (k not in saved and k in defaults and defaults[k] == v):
+            out.append(f"{k}: {saved.get(k)!r} -> {v!r}")
+    return out
 
 
 def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitConfig, checkpoint: Path | None = None,
@@ -243,7 +254,7 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
         except Exception as e:  # a torn or foreign file: say which, and how to start over
             raise RuntimeError(f"cannot resume from {checkpoint}: {type(e).__name__}: {e} "
                                f"(delete it to start over)") from None
-        diff = _config_mismatch(ck["config"], run_config)
+        diff = _config_mismatch(ck["config"], run_config, asdict(type(cfg)()))
         if diff:
             raise ValueError(f"cannot resume from {checkpoint}: it was made with other settings ({'; '.join(diff)}); "
                              f"rerun with the same options, or delete it to start over")

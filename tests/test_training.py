@@ -187,3 +187,12 @@ def _tiny_args():
     recipe = training.Recipe(model, lambda a, b, g: (a, b), lambda m, i, t, g: nn.functional.cross_entropy(m(i), t),
                              lambda m: {"score": 0.5})
     return recipe, x, y
+
+
+def test_a_checkpoint_from_before_a_new_option_still_resumes_when_the_option_is_left_at_its_default():
+    saved = {"epochs": 50, "lr": 0.05, "recipe": {"mixup": 0.2}}
+    now = {"epochs": 50, "lr": 0.05, "init": "", "recipe": {"mixup": 0.2, "init": ""}, "device": "cuda"}
+    assert training._config_mismatch(saved, now, {"init": "", "mixup": 0.0}) == []
+    changed = {**now, "init": "a.safetensors", "recipe": {"mixup": 0.2, "init": "a.safetensors"}}
+    assert training._config_mismatch(saved, changed, {"init": ""}) == ["init: None -> 'a.safetensors'",
+                                                                         "recipe.init: None -> 'a.safetensors'"]
