@@ -3,11 +3,9 @@ project's canonical order (:data:`fer_helpers.data.CLASSES`, the order of ``fer2
 
 Every model declares its own label order (a Hugging Face ``config.id2label``, the alphabetical order of
 image folders, the CSV order, ...) and :func:`label_index` maps it onto the canonical order explicitly;
-a model whose labels cannot be mapped one-to-one fails with a message naming them. Preprocessing (size,
-channels, normalisation) travels with the model in a :class:`Preprocess`, never in a notebook.
-
-Status: the interface, label mapping and preprocessing (issue 4's spine). The CNN, ViT and landmark
-models register here as they are added.
+a model whose labels cannot be mapped one-to-one fails with a message naming them. Each model family's
+architecture and inference live in its own module (``cnn``, ``vit``, ``transfer``, ``landmarks``); this one
+adapts them to the registry.
 """
 
 from __future__ import annotations
@@ -19,26 +17,14 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .data import CLASSES
-from .degrade import _as_stack
+from .data import CLASSES, LABEL_ALIASES
+from .images import as_stack
 from .paths import MODELS_DIR
 from . import registry
-from .registry import Unavailable, loading, registrar
-
-#: Label spellings seen in FER models and data sets, mapped to canonical classes.
-LABEL_ALIASES: dict[str, str] = {
-    **{c: c for c in CLASSES},
-    "anger": "angry", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happiness": "happy",
-    "joy": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral", "calm": "neutral",
-}
-
+from .registry import ClassifierUnavailable, loading, registrar
 
 class ClassifierError(ValueError):
     """A classifier that cannot be used as asked; the message says why and what to do."""
-
-
-class ClassifierUnavailable(Unavailable):
-    """A classifier that cannot run in this environment (see :class:`fer_helpers.registry.Unavailable`)."""
 
 
 def label_index(model_labels: Sequence[str] | Mapping[int, str], model: str = "model") -> np.ndarray:
@@ -66,29 +52,6 @@ def label_index(model_labels: Sequence[str] | Mapping[int, str], model: str = "m
     return np.array([names.index(c) for c in CLASSES], dtype=np.int64)
 
 
-@dataclass(frozen=True)
-class Preprocess:
-    """How a model wants its input: square ``size``, ``channels`` (1 grey or 3 replicated), normalisation."""
-
-    size: int = 48
-    channels: int = 1
-    mean: tuple[float, ...] = (0.5,)
-    std: tuple[float, ...] = (0.5,)
-
-    def __call__(self, images: np.ndarray, device: str = "cpu"):
-        """uint8 (N, 48, 48) -> float tensor (N, channels, size, size), resized bicubically with anti-aliasing."""
-        import torch
-        import torch.nn.functional as F
-
-        x = torch.from_numpy(_as_stack(images)).to(device).float().div_(255).unsqueeze(1)
-        if x.shape[-1] != self.size:
-            x = F.interpolate(x, size=(self.size, self.size), mode="bicubic", antialias=True, align_corners=False).clamp_(0, 1)
-        x = x.expand(-1, self.channels, -1, -1)
-        mean = torch.tensor(self.mean, device=device).view(1, -1, 1, 1)
-        std = torch.tensor(self.std, device=device).view(1, -1, 1, 1)
-        return (x - mean) / std
-
-
 @dataclass
 class ClassifyContext:
     device: str = "cpu"
@@ -108,7 +71,7 @@ class Classifier(ABC):
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
         """(N, 7) probabilities in the canonical class order."""
-        images = _as_stack(images)
+        images = as_stack(images)
         if len(images) == 0:
             return np.zeros((0, len(CLASSES)))
         p = self.raw_probabilities(images)[:, label_index(self.labels, self.name)]
@@ -359,7 +322,7 @@ class _Landmarks(Classifier):
         return landmarks.predict_proba(self.model, pts)
 
     def predict_proba(self, images: np.ndarray) -> np.ndarray:
-        images = _as_stack(images)
+        images = as_stack(images)
         return self.raw_probabilities(images)[:, label_index(self.labels, self.name)] if len(images) else np.zeros((0, 7))
 
 

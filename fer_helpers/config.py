@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import degrade
+from .quality import QUALITY_PRESETS
 from .paths import NOTEBOOKS_DIR, PARAMS_DIR, resolve_path
 
 
@@ -157,18 +158,6 @@ class QualityThresholds(_Section):
     """Noise: flag when the SNR (dB, from the estimated noise sigma) is below this (null: no noise check)."""
     blockiness_max: Optional[float] = Field(default=None, gt=0)
     """JPEG: flag when the 8x8 block-boundary ratio is above this (null: no blockiness check)."""
-
-
-#: Named quality-check thresholds. seed000's are the values seed 000 used; they were chosen there for
-#: Laplacian variance and a mean/std "SNR" (which measures contrast, not noise). Here the 10 applies to
-#: a real SNR in dB from the estimated noise level, so it is kept only to compare with that seed.
-#: project's: each threshold flags 5% of clean FER2013 *Training* faces (400 per class, seed 0), so the
-#: check's false-alarm rate is set without looking at the evaluation split
-#: (``scripts/calibrate_quality.py`` reproduces the numbers: 776.2, 18.67, 1.190).
-QUALITY_PRESETS: dict[str, dict[str, float | None]] = {
-    "seed000": {"laplacian_var_min": 150.0, "snr_db_min": 10.0, "blockiness_max": None},
-    "project": {"laplacian_var_min": 776.0, "snr_db_min": 18.7, "blockiness_max": 1.19},
-}
 
 
 class QualityParams(_Section):
@@ -581,6 +570,6 @@ def read_yaml(text: str, source: str) -> Any:
 
 
 def save_params(params: StudyParams, path: Path) -> None:
-    from .io import atomic_write_text
+    from .io import write_yaml
 
-    atomic_write_text(path, yaml.safe_dump(params.to_dict(), sort_keys=False))
+    write_yaml(path, params.to_dict())

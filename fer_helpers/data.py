@@ -24,19 +24,19 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from .degrade import stable_hash
+from .images import FACE_SIZE, high_bit_depth_to_grey, stable_hash, to_face48  # noqa: F401  (data.FACE_SIZE, data.to_face48)
 
 #: Canonical class order (index = FER2013 CSV ``emotion`` code).
 CLASSES: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 CLASS_INDEX = {c: i for i, c in enumerate(CLASSES)}
-FACE_SIZE = 48
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm"}
 
-#: Folder names other data sets commonly use, mapped to canonical classes (``label_map`` extends this).
-FOLDER_ALIASES: dict[str, str] = {
+#: Label spellings seen in FER data sets' folder names and models' outputs, mapped to canonical classes
+#: (a data set's ``label_map`` extends it).
+LABEL_ALIASES: dict[str, str] = {
     **{c: c for c in CLASSES},
     "anger": "angry", "disgusted": "disgust", "fearful": "fear", "afraid": "fear", "happiness": "happy",
-    "sadness": "sad", "surprised": "surprise", "neutrality": "neutral", "calm": "neutral",
+    "joy": "happy", "sadness": "sad", "surprised": "surprise", "neutrality": "neutral", "calm": "neutral",
 }
 #: FER2013 CSV ``Usage`` values and the Kaggle folder split each corresponds to.
 CSV_USAGES = ("Training", "PublicTest", "PrivateTest")
@@ -79,35 +79,9 @@ class Dataset:
         return pd.Series(np.bincount(self.labels, minlength=len(CLASSES)), index=list(CLASSES), name=self.split)
 
 
-def high_bit_depth_to_grey(img: Image.Image) -> tuple[Image.Image, int | None]:
-    """A 16-bit or 32-bit grey image (PNG ``I;16``, ``I``, ``F``) as 8-bit grey, scaled by the smallest bit
-    depth (8 to 16) that holds its largest value, so a 10- or 12-bit face keeps its contrast instead of being
-    clipped to white by ``convert("L")``. Returns (image, bits used) or (image, None) for ordinary modes."""
-    if not (img.mode.startswith("I") or img.mode == "F"):
-        return img, None
-    arr = np.asarray(img, dtype=np.float64)
-    if arr.ndim != 2 or not np.isfinite(arr).all() or arr.min() < 0:
-        raise ValueError(f"{img.mode} image with negative or non-finite values: not a grey face")
-    bits = int(min(16, max(8, np.ceil(np.log2(arr.max() + 1)))))
-    grey = np.round(np.clip(arr, 0, 2**bits - 1) * 255 / (2**bits - 1)).astype(np.uint8)
-    return Image.fromarray(grey, mode="L"), bits
-
-
-def to_face48(img: Image.Image) -> np.ndarray:
-    """The project's face rule: luma grey, centred square crop, Lanczos resize to 48x48, ``uint8``.
-    High-bit-depth grey images are scaled by their bit depth first (:func:`high_bit_depth_to_grey`)."""
-    img = high_bit_depth_to_grey(img)[0].convert("L")
-    w, h = img.size
-    if (w, h) != (FACE_SIZE, FACE_SIZE):
-        s = min(w, h)
-        left, top = (w - s) // 2, (h - s) // 2
-        img = img.crop((left, top, left + s, top + s)).resize((FACE_SIZE, FACE_SIZE), Image.Resampling.LANCZOS)
-    return np.asarray(img, dtype=np.uint8)
-
-
 def _resolve_class(folder: str, label_map: Mapping[str, str] | None, root: Path) -> int:
     name = (label_map or {}).get(folder, folder)
-    name = FOLDER_ALIASES.get(name.lower(), name.lower())
+    name = LABEL_ALIASES.get(name.lower(), name.lower())
     if name not in CLASS_INDEX:
         raise DataError(
             f"class folder {root / folder} does not name a FER2013 class; add it to data.label_map "

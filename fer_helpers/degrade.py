@@ -13,7 +13,6 @@ id, the preset and the seed: every notebook, every rerun and every batch size se
 
 from __future__ import annotations
 
-import hashlib
 import io
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
@@ -21,6 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Sequence
 import numpy as np
 from PIL import Image
 from scipy import ndimage
+
+from .images import as_stack, stable_hash
 
 if TYPE_CHECKING:  # pandas is imported where a table is built, not at import time
     import pandas as pd
@@ -30,21 +31,9 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not at import ti
 # --------------------------------------------------------------------------------------------
 
 
-def stable_hash(text: str) -> int:
-    """A 64-bit hash of ``text`` that is the same in every process (unlike ``hash``)."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "little")
-
-
 def image_rng(seed: int, preset: str, image_id: str, step: int = 0) -> np.random.Generator:
     """The random generator for one (seed, preset, image, step)."""
     return np.random.default_rng(np.random.SeedSequence([seed, stable_hash(preset), stable_hash(image_id), step]))
-
-
-def _as_stack(images: np.ndarray) -> np.ndarray:
-    images = np.asarray(images)
-    if images.ndim != 3 or images.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 stack of shape (N, H, W), got {images.dtype} {images.shape}")
-    return images
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -59,7 +48,7 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 def gaussian_noise(images: np.ndarray, rngs: Sequence[np.random.Generator], sigma: float) -> np.ndarray:
     """Additive white Gaussian noise, ``sigma`` in grey levels (0-255), added in float, then clipped."""
-    images = _as_stack(images)
+    images = as_stack(images)
     noise = np.stack([rng.standard_normal(images.shape[1:]) for rng in rngs]) if len(images) else 0.0
     return _to_uint8(images.astype(np.float64) + sigma * noise)
 
@@ -69,13 +58,13 @@ def gaussian_blur(images: np.ndarray, rngs: Sequence[np.random.Generator], sigma
 
     Borders are mirrored; the kernel is truncated at 4 sigma (scipy's default).
     """
-    images = _as_stack(images)
+    images = as_stack(images)
     return _to_uint8(ndimage.gaussian_filter(images.astype(np.float64), sigma=(0, sigma, sigma), mode="mirror"))
 
 
 def jpeg(images: np.ndarray, rngs: Sequence[np.random.Generator], quality: int) -> np.ndarray:
     """JPEG compression at ``quality`` (1-95) with Pillow's encoder (baseline, grayscale)."""
-    images = _as_stack(images)
+    images = as_stack(images)
     out = np.empty_like(images)
     for i, img in enumerate(images):
         buf = io.BytesIO()
@@ -95,7 +84,7 @@ def low_resolution(images: np.ndarray, rngs: Sequence[np.random.Generator], fact
     import torch
     import torch.nn.functional as F
 
-    images = _as_stack(images)
+    images = as_stack(images)
     n, h, w = images.shape
     small = (max(1, round(h / factor)), max(1, round(w / factor)))
     x = torch.from_numpy(images.astype(np.float32)).unsqueeze(1)
@@ -106,7 +95,7 @@ def low_resolution(images: np.ndarray, rngs: Sequence[np.random.Generator], fact
 
 def salt_and_pepper(images: np.ndarray, rngs: Sequence[np.random.Generator], amount: float) -> np.ndarray:
     """Set a fraction ``amount`` of pixels to 0 or 255 (half each on average), independently per pixel."""
-    images = _as_stack(images)
+    images = as_stack(images)
     out = images.copy()
     for i, rng in enumerate(rngs):
         u = rng.random(images.shape[1:])
@@ -234,7 +223,7 @@ def random_degradations(images: np.ndarray, rng: np.random.Generator, p: float,
     severity drawn uniformly from that family's preset range (:func:`training_ranges`; JPEG quality as an
     integer; the chain as seed 000's preset). Returns the batch and one description per face ("" if left
     clean). Everything comes from ``rng``: the same generator state gives the same faces."""
-    images = _as_stack(images)
+    images = as_stack(images)
     unknown = [f for f in families if f not in AUGMENT_FAMILIES]
     if unknown:
         raise ValueError(f"unknown degradation families {unknown}; allowed: {list(AUGMENT_FAMILIES)}")
@@ -285,7 +274,7 @@ def apply_preset(
     seed: int,
 ) -> np.ndarray:
     """Degrade a batch. Result for each image depends only on (its pixels, its id, preset name, seed)."""
-    images = _as_stack(images)
+    images = as_stack(images)
     if len(ids) != len(images):
         raise ValueError(f"{len(ids)} ids for {len(images)} images")
     out = images

@@ -41,7 +41,7 @@ from typing import Any, Iterator
 
 import numpy as np
 
-from .degrade import _as_stack
+from .images import as_stack
 from .registry import one_line
 from .restore import Restorer, RestoreContext, RestorerUnavailable, register
 
@@ -210,7 +210,7 @@ class FacePrior(Restorer):
         """The networks' own 512 px RGB output, uint8 (N, 512, 512, 3), for a gallery of a few faces."""
         import torch
 
-        images = _as_stack(images)
+        images = as_stack(images)
         out = np.empty((len(images), SIZE, SIZE, 3), np.uint8)
         for s in range(0, len(images), self.batch_size):
             rgb = self._rgb512(images[s : s + self.batch_size])

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
-from .data import FACE_SIZE, to_face48
+from .images import FACE_SIZE, high_bit_depth_to_grey, to_face48
 
 #: side of the square crop / longer side of MTCNN's box: the median over the bundled sample's FER2013 faces
 #: pasted into a larger picture (10th-90th percentile 0.80-1.15: FER2013's own framing varies)
@@ -32,7 +32,6 @@ class Face:
 
 def open_photo(path) -> Image.Image:
     """An image file as RGB with its EXIF orientation applied (what a viewer shows); 16-bit grey scaled."""
-    from .data import high_bit_depth_to_grey
 
     with Image.open(path) as im:
         im = ImageOps.exif_transpose(im)
@@ -82,7 +81,6 @@ def crop48(image: Image.Image, face: Face, align: bool = True) -> np.ndarray:
 def face_from_photo(image: Image.Image, device: str = "cpu") -> np.ndarray | None:
     """A data set's photograph as the study's face: the most confident face MTCNN finds, aligned and cropped to
     48x48 grey (EXIF orientation applied); None when it finds none (the data loader then skips the file)."""
-    from .data import high_bit_depth_to_grey
 
     rgb = high_bit_depth_to_grey(ImageOps.exif_transpose(image))[0].convert("RGB")
     found = detect(rgb, device)

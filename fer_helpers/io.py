@@ -69,6 +69,13 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         tmp.write_text(text)
 
 
+def write_yaml(path: str | os.PathLike, obj: Any) -> None:
+    """``obj`` as block-style YAML in its own key order, written atomically (parameter files)."""
+    import yaml
+
+    atomic_write_text(path, yaml.safe_dump(obj, sort_keys=False))
+
+
 def write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
 
@@ -344,10 +351,8 @@ class RunDir:
                                             **token, **info})
 
     def write_provenance(self, params: Any) -> None:
-        from .config import save_params
-
         self.root.mkdir(parents=True, exist_ok=True)
-        save_params(params, self.params_file)
+        write_yaml(self.params_file, params.to_dict())
         write_json(self.versions_file, environment_record())
 
 

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from . import training
 from .data import CLASSES
-from .degrade import _as_stack
+from .images import as_stack
 from .registry import Unavailable, one_line
 
 N_POINTS = 478
@@ -66,7 +66,7 @@ def extract(images: np.ndarray, model_path: str | Path, progress: bool = False) 
         raise LandmarkerUnavailable("landmarker", f"mediapipe is not importable ({one_line(e)})", "pip install mediapipe==1.2.2") from None
     from .compute import map_chunks, workers
 
-    out = map_chunks(_extract, _as_stack(images), min_chunk=64, model_path=str(model_path.resolve()),
+    out = map_chunks(_extract, as_stack(images), min_chunk=64, model_path=str(model_path.resolve()),
                      progress=progress and workers() == 1)  # worker processes' bars would interleave
     return out, ~np.isnan(out[:, 0, 0])
 
@@ -135,7 +135,7 @@ _MEMO: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 
 def extract_memo(images: np.ndarray, model_path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """:func:`extract` that remembers the last batch it saw, so several landmark models share one extraction."""
-    key = hashlib.sha1(_as_stack(images).tobytes()).hexdigest() + str(model_path)
+    key = hashlib.sha1(as_stack(images).tobytes()).hexdigest() + str(model_path)
     if key not in _MEMO:
         _MEMO.clear()
         _MEMO[key] = extract(images, model_path)
@@ -147,7 +147,7 @@ def extract_cached(images: np.ndarray, model_path: str | Path, cache: str | Path
     from .io import atomic_path
 
     cache, model_path = Path(cache), Path(model_path)
-    keys = np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in _as_stack(images)])
+    keys = np.array([hashlib.sha1(im.tobytes()).hexdigest() for im in as_stack(images)])
     digest = _task_digest(model_path) if model_path.is_file() else ""
     known: dict[str, np.ndarray] = {}
     if cache.is_file():

@@ -20,6 +20,14 @@ class Unavailable(RuntimeError):
         self.name, self.reason, self.fix = name, reason, fix
 
 
+class RestorerUnavailable(Unavailable):
+    """A restorer that cannot run in this environment."""
+
+
+class ClassifierUnavailable(Unavailable):
+    """A classifier that cannot run in this environment."""
+
+
 def one_line(e: BaseException) -> str:
     """An exception as one line: its type and the first line of its message (long messages cut at 200 characters)."""
     msg = (str(e).strip().splitlines() or [""])[0]

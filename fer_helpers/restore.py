@@ -26,14 +26,10 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not at import ti
     import pandas as pd
 
 from .compute import for_inference
-from .degrade import _as_stack
+from .images import as_stack
 from .paths import MODELS_DIR
 from . import registry
-from .registry import Unavailable, doc_line, loading, registrar
-
-
-class RestorerUnavailable(Unavailable):
-    """A restorer that cannot run in this environment (see :class:`fer_helpers.registry.Unavailable`)."""
+from .registry import RestorerUnavailable, doc_line, loading, registrar
 
 
 @dataclass
@@ -61,7 +57,7 @@ class Restorer(ABC):
         """Restore a batch: uint8 (N, 48, 48) in, the same out."""
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        images = _as_stack(images)
+        images = as_stack(images)
         if len(images) == 0:
             return images.copy()
         out = self.restore(images)
@@ -228,7 +224,7 @@ def _wiener(images: np.ndarray, psf: np.ndarray, balance: float) -> np.ndarray:
 
 def impulses(images: np.ndarray, min_jump: int = 60) -> tuple[np.ndarray, np.ndarray]:
     """Isolated impulses: pixels that are 0 or 255 and differ from their 3x3 median by ``min_jump``; with that median."""
-    x = _as_stack(images)
+    x = as_stack(images)
     med = ndimage.median_filter(x, size=(1, 3, 3), mode="mirror")
     return ((x == 0) | (x == 255)) & (np.abs(x.astype(np.int16) - med) >= min_jump), med
 
@@ -253,7 +249,7 @@ def salt_and_pepper_faces(images: np.ndarray, min_fraction: float = IMPULSE_MIN,
     median is at most 7.0 (95th percentile) for every salt-and-pepper preset and at least 24.9 (5th) for the noise_35
     faces with impulses, hence 12.
     """
-    x = _as_stack(images)
+    x = as_stack(images)
     out = impulse_fraction(x) >= min_fraction
     if out.any():
         from .quality import noise_sigma
@@ -277,7 +273,7 @@ class SwitchingMedian(Restorer):
         self.min_jump = min_jump
 
     def restore(self, images: np.ndarray) -> np.ndarray:
-        x = _as_stack(images)
+        x = as_stack(images)
         imp, med = impulses(x, self.min_jump)
         n, i, j = np.nonzero(imp)
         if not len(n):
@@ -299,9 +295,9 @@ class Auto(Restorer):
     whole_stack = True
 
     def __init__(self, ctx: RestoreContext):
-        from .config import QUALITY_PRESETS, QualityThresholds
+        from . import quality
 
-        self.thresholds = ctx.thresholds or QualityThresholds(**QUALITY_PRESETS["project"])
+        self.thresholds = ctx.thresholds or quality.PROJECT_THRESHOLDS
         self.switching_median, self.nlm, self.unsharp = SwitchingMedian(), NonLocalMeans(), Unsharp()
 
     def plan(self, images: np.ndarray) -> np.ndarray:
@@ -347,12 +343,12 @@ class Gated(Restorer):
     family = "gated"
 
     def __init__(self, inner: Restorer, thresholds: Any):
-        from .config import QUALITY_PRESETS, QualityThresholds
+        from . import quality
 
         self.inner = inner
         self.name = inner.name + GATE_SUFFIX
         self.whole_stack = inner.whole_stack
-        self.thresholds = thresholds or QualityThresholds(**QUALITY_PRESETS["project"])
+        self.thresholds = thresholds or quality.PROJECT_THRESHOLDS
 
     def flagged(self, images: np.ndarray) -> np.ndarray:
         from . import quality

@@ -41,7 +41,7 @@ def load(name_or_path: str, device: str = "cpu"):
     """(model, processor) from a local model folder or a hub id; :class:`ClassifierUnavailable` when neither is possible."""
     from transformers import AutoImageProcessor, AutoModelForImageClassification
 
-    from .classify import ClassifierUnavailable
+    from .registry import ClassifierUnavailable
 
     local = Path(name_or_path).expanduser()
     if local.exists() or name_or_path.startswith((".", "/", "~")):

@@ -40,14 +40,6 @@ def test_predict_proba_reorders_model_outputs_to_the_canonical_order():
     assert p.shape == (3, 7) and (p.argmax(axis=1) == CLASSES.index("neutral")).all()
 
 
-def test_preprocess_travels_with_the_model():
-    pre = classify.Preprocess(size=224, channels=3, mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
-    x = pre(np.full((2, 48, 48), 255, np.uint8))
-    assert tuple(x.shape) == (2, 3, 224, 224) and float(x.max()) == pytest.approx(1.0)
-    g = classify.Preprocess()(np.zeros((1, 48, 48), np.uint8))
-    assert tuple(g.shape) == (1, 1, 48, 48) and float(g.min()) == -1.0
-
-
 def test_condition_keys_score_every_preset_unrestored_and_the_restored_grid_only_where_asked(tmp_path):
     import pandas as pd
 

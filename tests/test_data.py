@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from fer_helpers import data
+from fer_helpers import data, images
 from fer_helpers.data import CLASSES, DataError
 
 
@@ -76,7 +76,7 @@ def test_folder_loader_skips_corrupt_files_by_name_and_converts_other_sizes(tmp_
 
 def test_to_face48_rule():
     img = Image.fromarray(np.tile(np.linspace(0, 255, 100, dtype=np.uint8), (60, 1)))  # 100 wide, 60 high
-    out = data.to_face48(img)
+    out = images.to_face48(img)
     assert out.shape == (48, 48)
     # the centred square crop keeps columns 20..79 of the ramp: about 51..204 after resizing
     assert 45 < out[:, 0].mean() < 60 and 195 < out[:, -1].mean() < 210
@@ -140,12 +140,12 @@ def test_training_data_pack_round_trips_and_never_holds_privatetest(tmp_path, mo
 
 def test_sixteen_bit_grey_faces_are_scaled_by_their_bit_depth_not_clipped():
     ten_bit = (np.arange(48 * 48).reshape(48, 48) % 1024).astype(np.uint16)
-    face = data.to_face48(Image.fromarray(ten_bit))
+    face = images.to_face48(Image.fromarray(ten_bit))
     np.testing.assert_array_equal(face, np.round(ten_bit.astype(np.float64) * 255 / 1023).astype(np.uint8))
     full = (ten_bit.astype(np.uint32) * 64).astype(np.uint16)  # the same face using all 16 bits
-    assert np.abs(data.to_face48(Image.fromarray(full)).astype(int) - face).max() <= 1
-    assert data.high_bit_depth_to_grey(Image.fromarray(ten_bit))[1] == 10
-    assert data.high_bit_depth_to_grey(Image.new("L", (4, 4)))[1] is None
+    assert np.abs(images.to_face48(Image.fromarray(full)).astype(int) - face).max() <= 1
+    assert images.high_bit_depth_to_grey(Image.fromarray(ten_bit))[1] == 10
+    assert images.high_bit_depth_to_grey(Image.new("L", (4, 4)))[1] is None
 
 
 def _faces(names, split="test"):

@@ -3,7 +3,7 @@ import time
 import numpy as np
 import pytest
 
-from fer_helpers import quality, restore, unet
+from fer_helpers import quality, restore, unet, unet_cli
 from fer_helpers.config import QUALITY_PRESETS, QualityThresholds
 from fer_helpers.degrade import PRESETS, apply_preset, pair_metrics, salt_and_pepper
 
@@ -269,7 +269,7 @@ def test_evaluate_on_scores_weights_and_registered_restorers_on_the_same_pairs(s
     torch.manual_seed(0)
     unet.save_model(unet.AttentionUNet().eval(), tmp_path / "u.safetensors", {"name": "random"})
     faces = sample_faces.take(np.arange(12))
-    table = unet.evaluate_on(faces, {"rand": tmp_path / "u.safetensors"}, ["noise_25", "seed003_sp"],
+    table = unet_cli.evaluate_on(faces, {"rand": tmp_path / "u.safetensors"}, ["noise_25", "seed003_sp"],
                              classical=("median", "nlm"), restorers=["switching_median"])
     sp = table.set_index("preset").loc["seed003_sp"]
     noisy = apply_preset(faces.images, faces.ids, PRESETS["seed003_sp"], 0)
@@ -288,5 +288,5 @@ def test_evaluate_on_scores_weights_and_registered_restorers_on_the_same_pairs(s
 ])
 def test_unet_evaluate_cli_names_bad_arguments(args, message, capsys):
     with pytest.raises(SystemExit):
-        unet.main(["evaluate", "--fer2013", "unused", *args])
+        unet_cli.main(["evaluate", "--fer2013", "unused", *args])
     assert message in capsys.readouterr().err
