@@ -17,11 +17,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
+from . import registry
 from .data import CLASSES, LABEL_ALIASES
 from .images import as_stack
 from .paths import MODELS_DIR
-from . import registry
 from .registry import ClassifierUnavailable, loading, registrar
+
 
 class ClassifierError(ValueError):
     """A classifier that cannot be used as asked; the message says why and what to do."""

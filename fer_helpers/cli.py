@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             import difflib
             from pathlib import Path
 
-            from . import classify, scoring
+            from . import classify
+            from .stages import classification
 
             for name in a.classifier:
                 if not classify.is_known(name):
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             params = parse_params(raw, source="fer-study score", overrides=_overrides(a.set))
             run = RunDir(a.out or REPORTS_DIR / name)
             run.write_provenance(params)
-            metrics, table = scoring.score_folder(params, run, a.classifier)
+            metrics, table = classification.score_folder(params, run, a.classifier)
             for _, t in table[~table["available"]].iterrows():
                 print(f"unavailable: {t['classifier']}: {t['reason']} ({t['fix']})", file=sys.stderr)
             if len(metrics):

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import re
-import tomllib
 from pathlib import Path
+
+import tomllib
 
 from .paths import NOTEBOOKS_DIR, PROJECT_ROOT
 

@@ -21,8 +21,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from . import degrade
-from .quality import QUALITY_PRESETS
 from .paths import NOTEBOOKS_DIR, PARAMS_DIR, resolve_path
+from .quality import QUALITY_PRESETS
 
 
 class ParamsError(ValueError):

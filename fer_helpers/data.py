@@ -345,89 +345,9 @@ def select_subset(ds: Dataset, subset: str, source: str) -> tuple[Dataset, dict]
 
 # ---- stage: the clean evaluation set of a run -------------------------------------------------
 
-STAGE = "data"
-
-
-def prepare(params, run, progress: bool = True) -> dict:
-    """Load the eval (and train, for the audit) split, audit, drop what the parameters say, subset, save.
-
-    Writes ``data/clean.npz`` (ids, images, labels) and the audit tables into the run folder; returns a summary.
-    Does nothing if the run already holds this stage's output for the same parameters.
-    """
-    from .io import read_json, save_images, stage_key, write_csv, write_json
-
-    d = params.data
-    path = params.data_path()
-    digest = stage_key(params, "data", data_inputs=[path] if d.source == "csv" else
-                       [path / s for s in (d.eval_split, d.train_split) if s])
-    summary = run.cached(STAGE, digest, lambda: (load_clean(run), read_json(run.path("data", "summary.json")))[1])
-    if summary is not None:
-        return summary
-    read_face = None
-    if d.detect_faces:  # photographs: find and align the face (the train split too, so duplicates still match)
-        from .faces import face_from_photo
-
-        read_face = face_from_photo
-    ev, evaluation = select_subset(load_split(d.source, path, d.eval_split, d.label_map, progress, read_face), d.eval_subset, d.source)
-    tr = load_split(d.source, path, d.train_split, d.label_map, progress, read_face) if d.train_split else None
-    au = audit(ev, tr, d.blank_std_max)
-    kept, dropped = drop_flagged(ev, au, d.drop_test_duplicates_of_train, d.drop_blank)
-    kept = subset_per_class(kept, d.per_class, params.seed)
-    if len(kept) == 0:
-        raise DataError(no_faces_left(len(ev), dropped, path, d.eval_split))
-    out = run.path("data")
-    save_images(run.clean_file, kept.ids, kept.images, labels=kept.labels)
-    write_csv(out / "audit_counts.csv", au.counts.reset_index())
-    write_csv(out / "audit_duplicates_within.csv", au.duplicates_within)
-    write_csv(out / "audit_duplicates_across.csv", au.duplicates_across)
-    write_csv(out / "audit_blank.csv", au.blank)
-    write_csv(out / "skipped_files.csv", au.skipped)
-    write_csv(out / "dropped.csv", dropped)
-    write_json(out / "evaluation.json", evaluation | {"faces_after_audit_and_subsetting": len(kept)})
-    summary = au.summary() | {
-        "evaluation faces": evaluation["note"],
-        "eval images dropped by the audit": len(dropped),
-        "eval images in the study": len(kept),
-        "study images per class": dict(zip(CLASSES, np.bincount(kept.labels, minlength=len(CLASSES)).tolist())),
-    }
-    write_json(out / "summary.json", summary)
-    run.mark_stage(STAGE, digest)
-    return summary
-
 
 #: Below this many scored faces a run is a demonstration: the paired tests can find only very large effects.
 DEMONSTRATION_FACES = 300
-
-
-def read_evaluation(run) -> dict:
-    """What :func:`prepare` recorded about the scored faces (subset, count, why, selected-on), ``{}`` before it ran."""
-    from .io import read_json
-
-    f = run.path("data", "evaluation.json")
-    return read_json(f) if f.is_file() else {}
-
-
-def load_clean(run) -> Dataset:
-    """The run's clean evaluation set as written by :func:`prepare`."""
-    from .io import load_images
-
-    z = load_images(run.clean_file)
-    return Dataset(z["ids"], z["images"], z["labels"].astype(np.int64), "eval")
-
-
-def read_audit(run) -> dict[str, pd.DataFrame]:
-    """The audit tables :func:`prepare` wrote, by name (counts, duplicates_within, duplicates_across, blank, skipped, dropped)."""
-    d = run.path("data")
-    names = {"counts": "audit_counts", "duplicates_within": "audit_duplicates_within", "duplicates_across": "audit_duplicates_across",
-             "blank": "audit_blank", "skipped": "skipped_files", "dropped": "dropped"}
-    out = {}
-    for k, f in names.items():
-        try:
-            out[k] = pd.read_csv(d / f"{f}.csv")
-        except pd.errors.EmptyDataError:
-            out[k] = pd.DataFrame()
-    out["counts"] = out["counts"].set_index("class")
-    return out
 
 
 def fer2013_train_val(root: str | Path) -> tuple[Dataset, Dataset, int]:

@@ -307,8 +307,6 @@ def degrade_all(
 # Stage: degrade the run's clean images with every preset, score the pairs
 # --------------------------------------------------------------------------------------------
 
-STAGE = "degradation"
-
 
 def pair_metrics(clean: np.ndarray, degraded: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-image PSNR (dB) and SSIM (scikit-image, ``data_range=255``) of ``degraded`` against ``clean``.
@@ -340,65 +338,6 @@ def preset_table(presets: Sequence[Preset]) -> "pd.DataFrame":
     )
 
 
-def build(params, run, progress: bool = True) -> "pd.DataFrame":
-    """Write ``degraded/<preset>.npz`` for every preset of the run and ``degradation/metrics.csv``.
-
-    Needs the run's clean set (made by :func:`fer_helpers.data.prepare` if missing). Presets whose
-    file exists for the same parameters are not recomputed.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-
-    from . import data
-    from .io import read_if_computed_for, save_images, stage_key, write_csv
-
-    data.prepare(params, run, progress)
-    digest = stage_key(params, "degradation", upstream=[run.stage_digest(data.STAGE)])
-    cached = run.cached(STAGE, digest, lambda: _read_outputs(run))
-    if cached is not None:
-        return cached
-    clean = data.load_clean(run)
-    presets = params.degradation.resolved_presets()
-    frames = []
-    for p in tqdm(presets, desc="presets", disable=not progress):
-        f = run.degraded_file(p.name)
-        z = read_if_computed_for(f, digest)
-        deg = z["images"] if z is not None else None
-        if deg is None:
-            deg = degrade_all(clean.images, clean.ids, p, params.seed, params.degradation.batch_size, progress)
-            save_images(f, clean.ids, deg, params_digest=np.array(digest))
-        psnr, ssim = pair_metrics(clean.images, deg)
-        frames.append(pd.DataFrame({"id": clean.ids, "label": clean.labels, "preset": p.name, "family": p.family,
-                                    "severity": p.severity, "psnr": psnr, "ssim": ssim}))
-    metrics = pd.concat(frames, ignore_index=True)
-    write_csv(run.path("degradation", "metrics.csv"), metrics)
-    write_csv(run.path("degradation", "presets.csv"), preset_table(presets))
-    run.mark_stage(STAGE, digest, presets=[p.name for p in presets])
-    return metrics
-
-
-def _read_outputs(run) -> "pd.DataFrame":
-    """The degradation stage's cached outputs, every preset's archive checked (raises if one is damaged)."""
-    import pandas as pd
-
-    from .io import check_archive
-
-    for name in pd.read_csv(run.path("degradation", "presets.csv"))["preset"]:
-        check_archive(run.degraded_file(name))
-    return pd.read_csv(run.path("degradation", "metrics.csv"))
-
-
-def load_degraded(run, preset: str, ids: np.ndarray | None = None) -> np.ndarray:
-    """One preset's degraded images, checked to be paired with ``ids`` (the clean set's order)."""
-    from .io import load_images
-
-    z = load_images(run.degraded_file(preset))
-    if ids is not None and not np.array_equal(z["ids"], ids):
-        raise ValueError(f"{run.degraded_file(preset)} is not paired with the clean set: rerun notebook 01 (fer-study run --force)")
-    return z["images"]
-
-
 def summary_table(metrics: "pd.DataFrame", presets: Sequence[Preset]) -> "pd.DataFrame":
     """Median and mean PSNR/SSIM per preset (finite PSNR only in the mean), in preset order."""
     import pandas as pd
@@ -413,22 +352,3 @@ def summary_table(metrics: "pd.DataFrame", presets: Sequence[Preset]) -> "pd.Dat
     return pd.DataFrame(rows)
 
 
-def gallery(run, presets: Sequence[Preset], n: int, seed: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """``n`` clean faces (a seeded draw, one per class in turn) and their degraded versions, for :func:`plots.face_grid`."""
-    from . import data
-
-    clean = data.load_clean(run)
-    rng = np.random.default_rng(np.random.SeedSequence([seed, stable_hash("gallery")]))
-    order = rng.permutation(len(clean))
-    by_class = [order[clean.labels[order] == c] for c in range(len(data.CLASSES))]
-    picks: list[int] = []
-    while len(picks) < min(n, len(clean)):
-        for idx in by_class:
-            taken = [i for i in idx if i not in picks]
-            if taken and len(picks) < n:
-                picks.append(int(taken[0]))
-    picks = sorted(picks, key=lambda i: clean.labels[i])
-    rows = {"clean": clean.images[picks]}
-    for p in presets:
-        rows[p.name] = load_degraded(run, p.name, clean.ids)[picks]
-    return rows, [data.CLASSES[clean.labels[i]] for i in picks]

@@ -43,7 +43,7 @@ import numpy as np
 
 from .images import as_stack
 from .registry import one_line
-from .restore import Restorer, RestoreContext, RestorerUnavailable, register
+from .restore import RestoreContext, Restorer, RestorerUnavailable, register
 
 SIZE = 512  # the networks' input and output side
 LUMA_601 = (0.299, 0.587, 0.114)

@@ -15,7 +15,10 @@ import pandas as pd
 from . import scoring, stats, strategies
 from .data import CLASSES
 from .degrade import FAMILY_NAMES
-from .scoring import Outcomes, available_classifiers, classifier_table, outcomes  # noqa: F401 - notebook 06 calls them here
+from .scoring import Outcomes
+from .stages import classification, degradation, restoration
+from .stages import data as data_stage
+from .stages.classification import available_classifiers, classifier_table, outcomes  # noqa: F401 - notebook 06 calls them here
 
 SEP = scoring.KEY_SEP
 
@@ -232,34 +235,33 @@ def robustness(run, head: pd.DataFrame) -> pd.DataFrame:
 def flips(run, classifier: str, condition: str, restorer: str, n: int) -> tuple[dict[str, np.ndarray], list[str]]:
     """Faces whose prediction flipped after restoration: first wrong->right, then right->wrong.
     Rows for ``plots.face_grid``: clean, degraded, restored; labels say true class and the two predictions."""
-    from . import data, degrade, restore
 
     o = outcomes(run, classifier)
     before, after = o.pred[f"none{SEP}{condition}"], o.pred[f"{restorer}{SEP}{condition}"]
     fixed = np.flatnonzero((before != o.labels) & (after == o.labels))[:n]
     broken = np.flatnonzero((before == o.labels) & (after != o.labels))[:n]
     picks = np.r_[fixed, broken].astype(int)
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     name = lambda k: CLASSES[k] if k >= 0 else "no answer"  # noqa: E731
     labels = [f"{'fixed' if i in set(fixed) else 'broken'}: {CLASSES[o.labels[i]]} ({name(before[i])} -> {name(after[i])})" for i in picks]
-    rows = {"clean": clean.images[picks], condition: degrade.load_degraded(run, condition, clean.ids)[picks],
-            restorer: restore.load_restored(run, restorer, condition, clean.ids)[picks]}
+    rows = {"clean": clean.images[picks], condition: degradation.load_degraded(run, condition, clean.ids)[picks],
+            restorer: restoration.load_restored(run, restorer, condition, clean.ids)[picks]}
     return rows, labels
 
 
 def gradcam_overlay(run, params, condition: str, restorer: str, n: int) -> tuple[np.ndarray, list[str]] | None:
     """Grad-CAM of the CNN (its true-class evidence) on clean / degraded / restored copies of ``n`` faces, as one
     RGB mosaic (rows: the three conditions; red: the map). None when the CNN is not available."""
-    from . import classify, cnn, data, degrade, restore
+    from . import classify, cnn
 
     try:
-        clf = classify.create("cnn", scoring.context_for(params, run))
+        clf = classify.create("cnn", classification.context_for(params, run))
     except classify.ClassifierUnavailable:
         return None
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     idx = np.random.default_rng(params.seed).choice(len(clean), size=min(n, len(clean)), replace=False)
-    rows = [clean.images[idx], degrade.load_degraded(run, condition, clean.ids)[idx],
-            restore.load_restored(run, restorer, condition, clean.ids)[idx]]
+    rows = [clean.images[idx], degradation.load_degraded(run, condition, clean.ids)[idx],
+            restoration.load_restored(run, restorer, condition, clean.ids)[idx]]
     mosaic = []
     for faces in rows:
         cam = cnn.gradcam(clf.model, faces, target=clean.labels[idx])
@@ -313,12 +315,11 @@ def unavailable(run) -> pd.DataFrame:
 
 def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
     """Compute notebook 06's tables and findings and write them to ``statistics/`` (CSV, and findings.json)."""
-    from . import data
     from .io import write_csv, write_json
 
     S = params.statistics
     for classifiers, stage in ((params.classification.vit, "vit"), (params.classification.baselines, "baselines")):
-        scoring.build(params, run, classifiers, stage=stage, progress=params.show_progress)  # upstream, when run alone
+        classification.build(params, run, classifiers, stage=stage, progress=params.show_progress)  # upstream, when run alone
     head = headline_table(run, n_boot=params.statistics.n_boot, seed=params.seed)
     tests = paired_tests(run, n_boot=params.statistics.n_boot, seed=params.seed)
     best = best_restorers(tests) if len(tests) else pd.DataFrame()
@@ -332,7 +333,7 @@ def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
         write_csv(out / "strategies.csv", comparison.accuracy)
         write_csv(out / "strategies_tests.csv", comparison.tests)
     presets = pd.read_csv(run.path("degradation", "presets.csv"))
-    answer = verdict(tests, dict(zip(presets["preset"], presets["family"])), data.read_evaluation(run))
+    answer = verdict(tests, dict(zip(presets["preset"], presets["family"])), data_stage.read_evaluation(run))
     if comparison is not None:
         answer += " " + strategies.sentence(comparison)
     write_json(out / "findings.json", {"verdict": answer, "findings": lines, "n_boot": S.n_boot, "seed": params.seed})
@@ -343,11 +344,10 @@ def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
 def readme_section(run) -> str:
     """Markdown for the README's "What the study found": the run's verdict and, per classifier, clean, degraded
     and restored accuracy (from the run's files; regenerated by ``scripts/readme_findings.py``)."""
-    from . import data
     from .io import read_json
 
     answer = read_json(run.path("statistics", "findings.json"))["verdict"]
-    head = scoring.headline(scoring.read_metrics(run), data.load_clean(run).labels)
+    head = scoring.headline(classification.read_metrics(run), data_stage.load_clean(run).labels)
     pct = lambda v: "" if pd.isna(v) else f"{v:.1%}"  # noqa: E731
     lines = [answer, "",
              "| classifier | clean | degraded (mean, all presets) | best restorer | degraded, restored presets | restored | note |",

@@ -193,49 +193,6 @@ def roc_points(scores: pd.DataFrame, condition: str, measure_name: str, clean_co
 
 # ---- stage: score every clean and degraded image, evaluate the check ---------------------------
 
-STAGE = "quality"
-
-
-def build(params, run, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Write ``quality/scores.csv`` (measures, flags, verdict per image and condition) and
-    ``quality/detector.csv`` (the check's AUCs per preset). Builds the degraded images first if missing."""
-    from tqdm.auto import tqdm
-
-
-    from . import data, degrade
-    from .io import stage_key, write_csv
-
-    degrade.build(params, run, progress)
-    digest = stage_key(params, "quality", upstream=[run.stage_digest(degrade.STAGE)])
-    cached = run.cached(STAGE, digest, lambda: (pd.read_csv(run.path("quality", "scores.csv")), pd.read_csv(run.path("quality", "detector.csv"))))
-    if cached is not None:
-        return cached
-    clean = data.load_clean(run)
-    conditions = {"clean": clean.images}
-    for p in params.degradation.resolved_presets():
-        conditions[p.name] = degrade.load_degraded(run, p.name, clean.ids)
-    frames = []
-    for cond, imgs in tqdm(conditions.items(), desc="quality check", disable=not progress):
-        m = measure(imgs)
-        m.insert(0, "condition", cond)
-        m.insert(0, "id", clean.ids)
-        frames.append(m)
-    scores = verdict(pd.concat(frames, ignore_index=True), params.quality_thresholds())
-    det = detector_table(scores)
-    write_csv(run.path("quality", "scores.csv"), scores)
-    write_csv(run.path("quality", "detector.csv"), det)
-    run.mark_stage(STAGE, digest)
-    return scores, det
-
-
-def load_verdicts(run, condition: str) -> pd.DataFrame:
-    """The quality check's per-image verdicts for one condition (for the "restore only what is flagged" gate)."""
-    scores = pd.read_csv(run.path("quality", "scores.csv"))
-    out = scores[scores["condition"] == condition]
-    if out.empty:
-        raise KeyError(f"no quality verdicts for condition {condition!r} in {run.path('quality', 'scores.csv')}")
-    return out.set_index("id")
-
 
 def calibrate_thresholds(clean_images: np.ndarray, false_alarm: float = 0.05) -> dict[str, float]:
     """Thresholds that flag a fraction ``false_alarm`` of ``clean_images`` per measure.

@@ -1,4 +1,5 @@
-"""Notebook set-up, headline tables, HTML export (code hidden, plotly offline) and the run's index page."""
+"""Notebook set-up, HTML export (code hidden, plotly offline) and the run's index page, which renders the
+headlines the notebooks recorded (:mod:`fer_helpers.headlines`, re-exported here for the notebooks)."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import pandas as pd
 
 from . import compute
 from .config import StudyParams, load_params
-from .data import DEMONSTRATION_FACES, read_evaluation
-from .io import RunDir, atomic_write_text, read_json, write_csv, write_json
+from .data import DEMONSTRATION_FACES
+from .headlines import latex_table, read_headlines, write_headline, write_paragraph  # noqa: F401  (report.write_headline in notebooks)
+from .io import RunDir, atomic_write_text, read_json
+from .stages import data as data_stage
 
 #: plotly renderer for notebooks: the mimetype for JupyterLab, plus HTML with plotly.js embedded
 #: once per notebook, which nbconvert keeps, so figures draw offline in the exported HTML.
@@ -40,36 +43,6 @@ def start(params_file: str | os.PathLike | None = None, run_dir: str | os.PathLi
     run.write_provenance(params)
     print(f"run: {params.name}  ->  {run.root}\nparameters digest: {params.digest()}")
     return params, run
-
-
-def write_headline(run: RunDir, key: str, title: str, table: pd.DataFrame, note: str = "", order: int | None = None) -> None:
-    """Record a table for the run's index page (``headlines/<key>.json``), computed by the caller's code, and
-    the same table for papers: ``tables/<key>.csv`` and ``tables/<key>.tex`` (a booktabs LaTeX tabular)."""
-    write_json(
-        run.headlines_dir / f"{key}.json",
-        {"title": title, "note": note, "order": order, "columns": list(map(str, table.columns)),
-         "rows": table.astype(object).where(table.notna(), None).values.tolist()},
-    )
-    write_csv(run.path("tables", f"{key}.csv"), table)
-    atomic_write_text(run.path("tables", f"{key}.tex"), latex_table(table, title))
-
-
-def latex_table(table: pd.DataFrame, caption: str) -> str:
-    """A booktabs LaTeX table (pandas Styler), text escaped, numbers to 3 significant digits."""
-    styler = table.style.hide(axis="index").format(precision=3, escape="latex").format_index(escape="latex", axis=1)
-    latex = styler.to_latex(hrules=True, caption=caption.replace("%", r"\%"), position="htbp")
-    return latex.replace(" < ", " $<$ ").replace(" > ", " $>$ ")  # p < 0.001 in text mode would print inverted marks
-
-
-def write_paragraph(run: RunDir, key: str, title: str, text: str, order: int | None = None) -> None:
-    """Record a paragraph of generated text for the index (a negative ``order`` puts it first, under the title)."""
-    write_json(run.headlines_dir / f"{key}.json", {"title": title, "text": text, "order": order})
-
-
-def read_headlines(run: RunDir) -> list[dict[str, Any]]:
-    files = sorted(run.headlines_dir.glob("*.json")) if run.headlines_dir.is_dir() else []
-    heads = [read_json(f) | {"key": f.stem} for f in files]
-    return sorted(heads, key=lambda h: (h.get("order") if h.get("order") is not None else 1_000, h["key"]))
 
 
 # ---- HTML export --------------------------------------------------------------------------------
@@ -207,7 +180,7 @@ def build_index(run: RunDir, params: StudyParams, statuses: Mapping[str, str], h
     heads = [h for h in read_headlines(run) if h["key"] not in set(hidden)]
     first = [h for h in heads if "text" in h and (h.get("order") or 0) < 0]  # the verdict opens the page
     parts[3:3] = [_headline_html(h) for h in first]
-    evaluation = read_evaluation(run)
+    evaluation = data_stage.read_evaluation(run)
     faces = evaluation.get("faces_after_audit_and_subsetting", evaluation.get("faces", 0)) if evaluation else 0
     if evaluation and faces < DEMONSTRATION_FACES:
         parts.append(f"<p class='demo'><b>A demonstration, not a result:</b> {faces:,} faces are too few for the tests "

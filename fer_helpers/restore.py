@@ -1,6 +1,7 @@
-"""Restorers: one registry (``name -> factory``), one batched interface, scored on the run's pairs.
+"""Restorers: one registry (``name -> factory``), one batched interface, and the classical filters.
 
-``create(name, ctx)`` builds one; ``build(params, run)`` is notebook 03's stage. Every restorer takes a stack of 48x48 grey ``uint8`` faces, shape ``(N, 48, 48)``, and returns the same
+``create(name, ctx)`` builds one (notebook 03's cached stage is :mod:`fer_helpers.stages.restoration`).
+Every restorer takes a stack of 48x48 grey ``uint8`` faces, shape ``(N, 48, 48)``, and returns the same
 shape and dtype. Adding one is a class (or a module) and a ``@register("name")`` line.
 
 A restorer that cannot run here (missing weights, package or GPU) raises :class:`RestorerUnavailable`
@@ -25,10 +26,10 @@ from scipy import ndimage
 if TYPE_CHECKING:  # pandas is imported where a table is built, not at import time
     import pandas as pd
 
+from . import registry
 from .compute import for_inference
 from .images import as_stack
 from .paths import MODELS_DIR
-from . import registry
 from .registry import RestorerUnavailable, doc_line, loading, registrar
 
 
@@ -478,143 +479,6 @@ def run_restorer(restorer: Restorer, images: np.ndarray, batch_size: int, progre
 
 # ---- stage: restore every degraded preset with every restorer, score against the clean faces ------
 
-STAGE = "restoration"
-
-
-def context_for(params, run=None) -> RestoreContext:
-    r = params.restoration
-    weights = dict(r.weights)
-    if run is not None and r.train_unet:
-        weights["unet"] = str(run.path("models", "unet.safetensors"))
-    from .paths import resolve_path
-
-    return RestoreContext(device=params.device(), batch_size=r.batch_size,
-                          weights={k: str(resolve_path(v)) for k, v in weights.items()}, allow_download=r.allow_download,
-                          thresholds=params.quality_thresholds(), codeformer_w=r.codeformer_w,
-                          face_priors_on_cpu=r.face_priors_on_cpu, unet_tta=r.unet_tta)
-
-
-def restorer_names(params) -> list[str]:
-    """``none`` first, then the listed restorers, then the gated ones."""
-    names = ["none"] + [n for n in params.restoration.restorers if n != "none"]
-    return names + [g + GATE_SUFFIX for g in params.restoration.gate if g != "none"]
-
-
-def _read_outputs(run) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The restoration stage's cached tables, every restored archive checked (raises if one is damaged)."""
-    import pandas as pd
-
-    from .io import check_archive
-
-    metrics = pd.read_csv(run.path("restoration", "metrics.csv"))
-    for r, c in metrics[["restorer", "condition"]].drop_duplicates().itertuples(index=False):
-        if r != "none":  # "none" is the degraded faces themselves
-            check_archive(restored_file(run, r, c))
-    return metrics, pd.read_csv(run.path("restoration", "restorers.csv"))
-
-
-def restored_file(run, restorer: str, preset: str) -> Path:
-    return run.path("restored", restorer, f"{preset}.npz")
-
-
-CLEAN = "clean"
-
-
-def load_restored(run, restorer: str, preset: str, ids: np.ndarray | None = None) -> np.ndarray:
-    """Restored faces for one (restorer, condition), paired with the clean set.
-
-    ``preset`` is a degradation preset or ``"clean"`` (the restorer applied to the clean faces);
-    restorer ``none`` gives the degraded (or clean) faces themselves.
-    """
-    from . import data, degrade
-    from .io import load_images
-
-    if restorer == "none":
-        if preset == CLEAN:
-            clean = data.load_clean(run)
-            if ids is not None and not np.array_equal(clean.ids, ids):
-                raise ValueError("ids are not the run's clean set")
-            return clean.images
-        return degrade.load_degraded(run, preset, ids)
-    z = load_images(restored_file(run, restorer, preset))
-    if ids is not None and not np.array_equal(z["ids"], ids):
-        raise ValueError(f"{restored_file(run, restorer, preset)} is not paired with the clean set: rerun notebook 03 with --force")
-    return z["images"]
-
-
-def build(params, run, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataFrame"]:
-    """Restore, score and save. Returns (metrics per image, restorers table with availability and timing).
-
-    Writes ``restored/<restorer>/<preset>.npz``, ``restoration/metrics.csv`` and ``restoration/restorers.csv``.
-    A restorer that is unavailable is listed with its reason and fix; the others run.
-    """
-    import pandas as pd
-    from tqdm.auto import tqdm
-
-
-    from . import data, degrade, quality
-    from .io import read_if_computed_for, save_images, stage_key, weights_files, write_csv
-
-    quality.build(params, run, progress)
-    from . import unet
-
-    digest = stage_key(params, "restoration", upstream=[run.stage_digest(quality.STAGE)],
-                       inputs=[MODELS_DIR / "unet_denoiser", *weights_files(params.restoration.weights)])
-    cached = run.cached(STAGE, digest, lambda: _read_outputs(run))
-    if cached is not None:
-        return cached
-    if params.restoration.train_unet:
-        from . import unet
-
-        unet.train_for_run(params, run, progress)
-    clean = data.load_clean(run)
-    ctx = context_for(params, run)
-    frames, table, restorers = [], [], {}
-    for name in restorer_names(params):
-        t0 = time.perf_counter()
-        try:
-            restorers[name] = create(name, ctx)
-        except RestorerUnavailable as e:
-            table.append({"restorer": name, "family": "", "available": False, "reason": e.reason, "fix": e.fix,
-                          "seconds_per_image": None, "device": ctx.device, "description": ""})
-            continue
-        table.append({"restorer": name, "family": restorers[name].family, "available": True, "reason": "", "fix": "",
-                      "seconds_per_image": None, "load_seconds": round(time.perf_counter() - t0, 2), "device": ctx.device,
-                      "description": restorers[name].describe()})
-    timing: dict[str, list[float]] = {name: [] for name in restorers}  # seconds per face, one per condition
-    # the clean faces are restored too: what a restorer does to a face that needed nothing is what the gate avoids
-    conditions = [CLEAN] + [p.name for p in params.restoration_presets()]
-    # condition by condition, so that auto and the gates can reuse the filters' output on the same faces
-    for cond in tqdm(conditions, desc="conditions", disable=not progress):
-        degraded = clean.images if cond == CLEAN else degrade.load_degraded(run, cond, clean.ids)
-        base = degrade.pair_metrics(clean.images, degraded)
-        done: dict[str, tuple[np.ndarray, float]] = {}
-        for name, r in restorers.items():
-            f = restored_file(run, name, cond)
-            out = None
-            z = read_if_computed_for(f, digest) if name != "none" else None
-            if z is not None:
-                out, spi = z["images"], float(z["seconds_per_image"])
-            if out is None:
-                out, spi = run_restorer(r, degraded, ctx.batch_size, progress, desc=f"{name} on {cond}", done=done)
-                if name != "none":
-                    save_images(f, clean.ids, out, params_digest=np.array(digest), seconds_per_image=np.array(spi))
-            done[name] = (out, spi)
-            timing[name].append(spi)
-            psnr, ssim = base if name == "none" else degrade.pair_metrics(clean.images, out)
-            frames.append(pd.DataFrame({"id": clean.ids, "label": clean.labels, "condition": cond, "restorer": name,
-                                        "psnr": psnr, "ssim": ssim, "psnr_degraded": base[0], "ssim_degraded": base[1]}))
-    for row in table:
-        if timing.get(row["restorer"]):
-            row["seconds_per_image"] = float(np.mean(timing[row["restorer"]]))
-    metrics = pd.concat(frames, ignore_index=True)
-    restorers = pd.DataFrame(table)
-    write_csv(run.path("restoration", "metrics.csv"), metrics)
-    write_csv(run.path("restoration", "restorers.csv"), restorers)
-    run.mark_stage(STAGE, digest)
-    return metrics, restorers
-
-
 
 def summary(metrics: "pd.DataFrame") -> "pd.DataFrame":
     """Per (condition, restorer): mean PSNR and SSIM against clean, the gain over the unrestored face, the share improved.
@@ -641,48 +505,3 @@ def summary(metrics: "pd.DataFrame") -> "pd.DataFrame":
     return out.reset_index()
 
 
-def gallery(run, metrics: "pd.DataFrame", condition: str, restorers: list[str], n: int) -> tuple[dict[str, np.ndarray], list[str], str]:
-    """Faces at the best, median and worst PSNR gain of the condition's best restorer (by mean gain).
-
-    Returns rows for ``plots.face_grid`` (clean, degraded, each restorer), column labels, and that restorer's name.
-    """
-    from . import data, degrade
-
-    clean = data.load_clean(run)
-    m = metrics[metrics["condition"] == condition]
-    s = summary(m)
-    cand = s[s["restorer"] != "none"].dropna(subset=["PSNR gain (dB)"])
-    best = cand.sort_values("PSNR gain (dB)", ascending=False)["restorer"].iloc[0] if len(cand) else "none"
-    mb = m[m["restorer"] == best].set_index("id").loc[clean.ids]
-    gain = (mb["psnr"] - mb["psnr_degraded"]).to_numpy()
-    gain = np.where(np.isfinite(gain), gain, 0.0)
-    order = np.argsort(-gain, kind="stable")
-    picks, labels = [], []
-    for k in range(n):
-        for tag, pos in (("best", k), ("median", len(order) // 2 + k), ("worst", len(order) - 1 - k)):
-            if 0 <= pos < len(order) and order[pos] not in picks:
-                picks.append(int(order[pos]))
-                labels.append(f"{tag} ({gain[order[pos]]:+.1f} dB)")
-    rows = {"clean": clean.images[picks]}
-    if condition != CLEAN:
-        rows[condition] = degrade.load_degraded(run, condition, clean.ids)[picks]
-    for r in restorers:
-        if r != "none":
-            rows[r] = load_restored(run, r, condition, clean.ids)[picks]
-    return rows, labels, best
-
-
-def hires_examples(params, run, condition: str, n: int) -> dict[str, np.ndarray]:
-    """The face priors' own 512 px RGB output for ``n`` faces of one condition (empty where none is available)."""
-    import pandas as pd
-
-    from . import data, degrade
-
-    table = pd.read_csv(run.path("restoration", "restorers.csv"))
-    names = table[(table["family"] == "face prior") & table["available"]]["restorer"].tolist()
-    if not names:
-        return {}
-    clean = data.load_clean(run)
-    x = degrade.load_degraded(run, condition, clean.ids)[:n] if condition != CLEAN else clean.images[:n]
-    ctx = context_for(params, run)
-    return {name: create(name, ctx).restore_hires(x) for name in names}

@@ -18,7 +18,7 @@ import pandas as pd
 
 from . import stats
 from .degrade import FAMILY_NAMES
-from .scoring import available_classifiers, outcomes
+from .stages.classification import available_classifiers, outcomes
 
 CLEAN_CNN, ROBUST_CNN = "cnn", "cnn_robust"
 SEP = "|"

@@ -207,33 +207,6 @@ def training_faces(train, eval_) -> np.ndarray:
     return train.images[~leak & ~blank]
 
 
-def train_for_run(params, run, progress: bool = True) -> Path:
-    """Notebook 03 with ``restoration.train_unet: true``: train on the run's train split, save into the run folder."""
-    from . import data
-
-    d, t = params.data, params.restoration.unet_training
-    if not d.train_split:
-        raise ValueError("restoration.train_unet needs data.train_split (the faces to train on)")
-
-    from .io import stage_key
-
-    data.prepare(params, run, progress)
-    key = stage_key(params, "restoration", upstream=[run.stage_digest(data.STAGE)])
-    out = run.path("models", "unet.safetensors")
-    if out.is_file() and run.stage_done("unet_training", key):
-        return out
-    path = params.data_path()
-    faces = training_faces(data.load_split(d.source, path, d.train_split, d.label_map, progress),
-                           data.load_split(d.source, path, d.eval_split, d.label_map, progress))
-    cfg = TrainConfig(presets=degrade.expand_preset_names(t.presets), epochs=t.epochs, batch_size=t.batch_size,
-                      max_train_images=t.max_train_images, seed=params.seed, val_images=min(1000, len(faces) // 10),
-                      device=params.device(), loss=t.loss, precision=t.precision)
-    card = train(faces, cfg, out, log=_log if progress else (lambda *_: None))
-    out.with_suffix(".json").write_text(json.dumps(card, indent=2))
-    run.mark_stage("unet_training", key)
-    return out
-
-
 def _degrade_batch(clean: np.ndarray, presets: Sequence[degrade.Preset], rng: np.random.Generator, step_seed: int) -> np.ndarray:
     which = rng.integers(0, len(presets), size=len(clean))
     out = np.empty_like(clean)

@@ -18,7 +18,9 @@ LAYERS: list[set[str]] = [
     {"degrade", "quality", "stats"},  # pure measures and operations on face stacks
     {"cnn", "unet", "vit", "transfer", "landmarks", "face_priors", "ensemble"},  # models
     {"restore", "classify"},  # the registries the study picks from
-    {"config", "report", "scoring", "strategies", "findings", "runner", "predict"},  # the study
+    {"config", "scoring", "headlines"},  # a study's parameters, metric tables and recorded headlines
+    {"stages", "stages.data", "stages.degradation", "stages.quality", "stages.restoration", "stages.classification"},
+    {"findings", "strategies", "report", "runner", "predict"},  # what reads the stages' outputs
     {"cli", "colab", "unet_cli", "__init__"},  # entry points
 ]
 PLUGIN_EDGES = {("face_priors", "restore")}
@@ -28,26 +30,40 @@ def _is_main_guard(node: ast.AST) -> bool:
     return isinstance(node, ast.If) and isinstance(node.test, ast.Compare) and getattr(node.test.left, "id", "") == "__name__"
 
 
+def _module_name(path: Path, package: Path) -> str:
+    parts = list(path.relative_to(package).with_suffix("").parts)
+    return ".".join(parts[:-1] if parts[-1] == "__init__" and len(parts) > 1 else parts)
+
+
 def import_graph(package: Path = PACKAGE) -> dict[str, set[str]]:
-    """module -> package modules it imports, anywhere in the file (inside functions too), except under
-    ``if __name__ == "__main__":`` (a ``python -m`` entry may hand over to the module that holds its commands)."""
-    modules = {p.stem for p in package.glob("*.py")}
+    """module -> package modules it imports (dotted below the package: ``stages.data``), anywhere in the file
+    (inside functions too), except under ``if __name__ == "__main__":`` (a ``python -m`` entry may hand over
+    to the module that holds its commands)."""
+    files = sorted(package.rglob("*.py"))
+    modules = {_module_name(f, package) for f in files}
     graph: dict[str, set[str]] = {}
-    for path in package.glob("*.py"):
+    for path in files:
+        name = _module_name(path, package)
+        here = name.split(".") if path.name == "__init__.py" and name != "__init__" else name.split(".")[:-1]
         tree = ast.parse(path.read_text(), str(path))
         entry = {id(n) for guard in ast.walk(tree) if _is_main_guard(guard) for n in ast.walk(guard)}
         deps: set[str] = set()
         for node in ast.walk(tree):
             if id(node) in entry:
                 continue
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                names = [a.name for a in node.names] if node.module is None else [node.module.split(".")[0]]
-                deps |= {n for n in names if n in modules}
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("fer_helpers."):
-                deps.add(node.module.split(".")[1])
+            if isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = here[: len(here) - (node.level - 1)] + (node.module.split(".") if node.module else [])
+                elif (node.module or "").startswith("fer_helpers"):
+                    base = node.module.split(".")[1:]
+                else:
+                    continue
+                for a in node.names:
+                    target = ".".join(base + [a.name])
+                    deps.add(target if target in modules else ".".join(base) or "__init__")
             elif isinstance(node, ast.Import):
-                deps |= {a.name.split(".")[1] for a in node.names if a.name.startswith("fer_helpers.")}
-        graph[path.stem] = deps - {path.stem}
+                deps |= {a.name.split(".", 1)[1] for a in node.names if a.name.startswith("fer_helpers.")}
+        graph[name] = {d for d in deps if d in modules} - {name}
     return graph
 
 
@@ -97,8 +113,13 @@ def test_the_circle_finder_finds_circles(graph, circle):
     assert (_cycle(graph) is not None) == circle
 
 
-def test_the_graph_sees_imports_inside_functions(tmp_path):
+def test_the_graph_sees_imports_inside_functions_and_subpackages(tmp_path):
     (tmp_path / "low.py").write_text("def f():\n    from .high import g\n")
     (tmp_path / "high.py").write_text("from . import low\nif __name__ == '__main__':\n    from .cli import main\n")
     (tmp_path / "cli.py").write_text("")
-    assert import_graph(tmp_path) == {"low": {"high"}, "high": {"low"}, "cli": set()}
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "__init__.py").write_text("")
+    (tmp_path / "sub" / "a.py").write_text("from .. import low\nfrom . import b as bee\nfrom ..high import g\n")
+    (tmp_path / "sub" / "b.py").write_text("from fer_helpers.cli import x\n")
+    assert import_graph(tmp_path) == {"low": {"high"}, "high": {"low"}, "cli": set(), "sub": set(),
+                                      "sub.a": {"low", "sub.b", "high"}, "sub.b": {"cli"}}

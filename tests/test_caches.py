@@ -88,21 +88,22 @@ def test_a_damaged_cache_file_is_recomputed_with_a_note_not_a_crash(tmp_path, ca
     import pandas as pd
 
     from fer_helpers import degrade
+    from fer_helpers.stages import degradation
     from fer_helpers.config import load_params
 
     params = load_params(None, {"degradation.presets": ["noise_25", "jpeg_10"]})
     run = io.RunDir(tmp_path)
-    first = degrade.build(params, run, progress=False)
+    first = degradation.build(params, run, progress=False)
     damaged = run.degraded_file("jpeg_10")
     damaged.write_bytes(damaged.read_bytes()[:-200])  # a run killed while copying, a disk that filled up
-    again = degrade.build(params, run, progress=False)
+    again = degradation.build(params, run, progress=False)
     assert "[degradation] a cached output could not be read" in capsys.readouterr().out
     pd.testing.assert_frame_equal(first, again)
     clean = io.load_images(run.clean_file)
-    np.testing.assert_array_equal(degrade.load_degraded(run, "jpeg_10"),
+    np.testing.assert_array_equal(degradation.load_degraded(run, "jpeg_10"),
                                   degrade.apply_preset(clean["images"], clean["ids"], degrade.PRESETS["jpeg_10"], params.seed))
     run.path("degradation", "metrics.csv").write_text("")  # an emptied table
-    pd.testing.assert_frame_equal(degrade.build(params, run, progress=False), first)
+    pd.testing.assert_frame_equal(degradation.build(params, run, progress=False), first)
     assert "could not be read (EmptyDataError" in capsys.readouterr().out
 
 

@@ -43,8 +43,8 @@ def test_predict_proba_reorders_model_outputs_to_the_canonical_order():
 def test_condition_keys_score_every_preset_unrestored_and_the_restored_grid_only_where_asked(tmp_path):
     import pandas as pd
 
-    from fer_helpers import scoring
     from fer_helpers.io import RunDir
+    from fer_helpers.stages import classification
 
     run = RunDir(tmp_path)
     run.path("restoration").mkdir(parents=True)
@@ -53,11 +53,11 @@ def test_condition_keys_score_every_preset_unrestored_and_the_restored_grid_only
     conds = ["clean", "seed003_low", "noise_5", "blur_1"]
     pd.DataFrame([{"restorer": r, "condition": c} for c in conds for r in ("none", "auto", "unet", "median")]).to_csv(
         run.path("restoration", "metrics.csv"), index=False)
-    everything = scoring.condition_keys(run)
+    everything = classification.condition_keys(run)
     assert len(everything) == 12 and "median|clean" not in everything  # unavailable restorers are never scored
-    keys = scoring.condition_keys(run, ["auto"], None, ["seeds"])
+    keys = classification.condition_keys(run, ["auto"], None, ["seeds"])
     assert keys == ["none|clean", "auto|clean", "none|seed003_low", "auto|seed003_low", "none|noise_5", "none|blur_1"]
-    assert scoring.condition_keys(run, None, ["noise_sweep"]) == ["none|clean", "auto|clean", "unet|clean", "none|noise_5", "auto|noise_5", "unet|noise_5"]
+    assert classification.condition_keys(run, None, ["noise_sweep"]) == ["none|clean", "auto|clean", "unet|clean", "none|noise_5", "auto|noise_5", "unet|noise_5"]
 
 
 def test_classifiers_near_the_majority_rate_are_marked_weak():

@@ -194,7 +194,7 @@ def test_codeformer_without_its_package_says_how_to_install_it(tmp_path, monkeyp
 def test_face_priors_stay_off_the_cpu_unless_asked(tmp_path):
     """The default parameters never start a seconds-per-face job on a CPU by surprise."""
     from fer_helpers.config import parse_params
-    from fer_helpers.restore import context_for
+    from fer_helpers.stages.restoration import context_for
 
     weights = tmp_path / "GFPGANv1.4.pth"
     weights.write_bytes(b"placeholder")  # the guard comes before the file is read

@@ -8,6 +8,9 @@ import papermill as pm
 import pytest
 
 from fer_helpers import data, degrade, quality, runner, unet
+from fer_helpers.stages import classification, degradation, restoration
+from fer_helpers.stages import data as data_stage
+from fer_helpers.stages import quality as quality_stage
 from fer_helpers.config import load_params
 from fer_helpers.io import RunDir
 from fer_helpers.paths import NOTEBOOKS_DIR, PARAMS_DIR
@@ -33,7 +36,7 @@ def test_smoke_run_completes(smoke):
 
 def test_clean_set_is_balanced_and_leak_free(smoke, fer2013_dir):
     _, run, params = smoke
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     assert np.bincount(clean.labels, minlength=7).tolist() == [4] * 7
     across = pd.read_csv(run.path("data", "audit_duplicates_across.csv"))
     assert len(across) > 100, "FER2013 PublicTest shares hundreds of images with Training"
@@ -46,22 +49,22 @@ def test_clean_set_is_balanced_and_leak_free(smoke, fer2013_dir):
 
 def test_degraded_files_are_the_seeded_function_of_the_clean_images(smoke):
     _, run, params = smoke
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     for p in params.degradation.resolved_presets():
-        stored = degrade.load_degraded(run, p.name, clean.ids)
+        stored = degradation.load_degraded(run, p.name, clean.ids)
         np.testing.assert_array_equal(stored, degrade.apply_preset(clean.images, clean.ids, p, params.seed))
 
 
 def test_metrics_and_quality_numbers(smoke):
     _, run, params = smoke
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     metrics = pd.read_csv(run.path("degradation", "metrics.csv"))
     assert len(metrics) == len(clean) * len(params.degradation.resolved_presets())
     med = metrics.groupby("preset")["psnr"].median()
     assert med["seed003_high"] == pytest.approx(20 * np.log10(255 / 15.3), abs=1.5)  # additive noise PSNR
     assert med["jpeg_10"] < 35 and med["lowres_x4"] < 30
     scores = pd.read_csv(run.path("quality", "scores.csv"))
-    recomputed = quality.measure(degrade.load_degraded(run, "blur_3", clean.ids))
+    recomputed = quality.measure(degradation.load_degraded(run, "blur_3", clean.ids))
     stored = scores[scores.condition == "blur_3"].set_index("id").loc[clean.ids]
     np.testing.assert_allclose(stored["laplacian_var"], recomputed["laplacian_var"], rtol=1e-9)
     det = pd.read_csv(run.path("quality", "detector.csv")).set_index("condition")
@@ -98,7 +101,7 @@ def test_restoration_numbers_and_pairs(smoke):
     from fer_helpers.degrade import pair_metrics
 
     _, run, params = smoke
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     metrics = pd.read_csv(run.path("restoration", "metrics.csv"))
     table = pd.read_csv(run.path("restoration", "restorers.csv")).set_index("restorer")
     assert table.loc["median", "available"] and table.loc["auto+gate", "available"]
@@ -107,7 +110,7 @@ def test_restoration_numbers_and_pairs(smoke):
     assert not g["available"] and "GFPGANv1.4.pth" in g["reason"] + g["fix"]
     # every written score is the scikit-image score of the written images
     for name, cond in [("median", "seed003_sp"), ("auto+gate", "seed000_chain"), ("nlm", "clean")]:
-        out = restore.load_restored(run, name, cond, clean.ids)
+        out = restoration.load_restored(run, name, cond, clean.ids)
         psnr, ssim = pair_metrics(clean.images, out)
         m = metrics[(metrics.restorer == name) & (metrics.condition == cond)].set_index("id").loc[clean.ids]
         np.testing.assert_allclose(m["psnr"], psnr)
@@ -126,22 +129,20 @@ def test_restoration_numbers_and_pairs(smoke):
 
 
 def test_gate_restored_exactly_the_faces_notebook_02_flagged(smoke):
-    from fer_helpers import restore
 
     _, run, params = smoke
-    clean = data.load_clean(run)
+    clean = data_stage.load_clean(run)
     for cond in ("seed003_high", "clean"):
-        flagged = quality.load_verdicts(run, cond).loc[clean.ids, "flagged"].to_numpy()
-        before = clean.images if cond == "clean" else degrade.load_degraded(run, cond, clean.ids)
-        gated = restore.load_restored(run, "auto+gate", cond, clean.ids)
-        full = restore.load_restored(run, "auto", cond, clean.ids)
+        flagged = quality_stage.load_verdicts(run, cond).loc[clean.ids, "flagged"].to_numpy()
+        before = clean.images if cond == "clean" else degradation.load_degraded(run, cond, clean.ids)
+        gated = restoration.load_restored(run, "auto+gate", cond, clean.ids)
+        full = restoration.load_restored(run, "auto", cond, clean.ids)
         np.testing.assert_array_equal(gated[~flagged], before[~flagged])
         np.testing.assert_array_equal(gated[flagged], full[flagged])
 
 
 def test_notebook_03_can_train_its_own_unet(fer2013_dir, tmp_path, monkeypatch):
     """restoration.train_unet: true (the notebook's TRAIN) trains on the train split and uses those weights."""
-    from fer_helpers import restore
     from fer_helpers.io import RunDir as RD
 
     monkeypatch.setenv("FER2013_DIR", str(fer2013_dir))
@@ -150,7 +151,7 @@ def test_notebook_03_can_train_its_own_unet(fer2013_dir, tmp_path, monkeypatch):
         "restoration.gate": [], "restoration.train_unet": True,
         "restoration.unet_training": {"epochs": 1, "max_train_images": 64, "presets": ["noise_25"]}})
     run = RD(tmp_path / "run")
-    _, table = restore.build(params, run, progress=False)
+    _, table = restoration.build(params, run, progress=False)
     assert table.set_index("restorer").loc["unet", "available"]
     _, meta = unet.load_model(run.path("models", "unet.safetensors"))
     assert meta["train_images"] == 64 and meta["config"]["presets"] == ["noise_25"] and meta["config"]["loss"] == "psnr"
@@ -160,17 +161,17 @@ def test_classification_numbers_recompute_from_predictions_and_beat_chance(smoke
     """Notebooks 04/05 with the shipped weights: every written metric is sklearn's on the written predictions."""
     from sklearn.metrics import accuracy_score, cohen_kappa_score, f1_score
 
-    from fer_helpers import classify, scoring
+    from fer_helpers import classify
 
     _, run, _ = smoke
-    metrics = scoring.read_metrics(run)
+    metrics = classification.read_metrics(run)
     table = pd.concat([pd.read_csv(run.path("classification", f"{s}_classifiers.csv")) for s in ("vit", "baselines")]).set_index("classifier")
     shipped = [c for c, w in classify.DEFAULT_WEIGHTS.items() if Path(str(w)).exists()]
     assert {"cnn", "vit_fer2013", "landmark_mlp"} <= set(shipped)
     assert table.loc[shipped, "available"].all(), table.loc[shipped, ["available", "reason"]]
     assert not table.loc["vit_hub", "available"] and "fix" in table.columns  # no hub access here: listed, with the reason
     for clf in shipped:
-        z = scoring.load_probabilities(run, clf)
+        z = classification.load_probabilities(run, clf)
         assert z["proba"].shape[1:] == (len(z["ids"]), 7)
         for k, key in enumerate(z["keys"]):
             pred = classify.predictions(z["proba"][k])
@@ -189,12 +190,12 @@ def test_findings_statistics_recompute_and_lead_the_index(smoke):
     """Notebook 06: its tables agree with notebooks 04/05 and with statsmodels; the index leads with findings."""
     from statsmodels.stats.contingency_tables import mcnemar
 
-    from fer_helpers import findings, scoring
+    from fer_helpers import findings
 
     _, run, _ = smoke
     head = pd.read_csv(run.path("statistics", "headline.csv"))
     tests = pd.read_csv(run.path("statistics", "tests.csv"))
-    metrics = scoring.read_metrics(run)
+    metrics = classification.read_metrics(run)
     merged = head.merge(metrics, on=["classifier", "restorer", "condition"], suffixes=("", "_nb"))
     assert len(merged) == len(head) > 0
     np.testing.assert_allclose(merged["accuracy"], merged["accuracy_nb"])

@@ -150,7 +150,9 @@ def test_index_links_and_shows_only_what_this_run_produced(tmp_path):
 def test_readme_findings_block_is_regenerated_from_the_run(default_run, tmp_path):
     import importlib.util
 
-    from fer_helpers import data, scoring
+    from fer_helpers import scoring
+    from fer_helpers.stages import classification
+    from fer_helpers.stages import data as data_stage
     from fer_helpers.paths import PROJECT_ROOT
 
     spec = importlib.util.spec_from_file_location("readme_findings", PROJECT_ROOT / "scripts" / "readme_findings.py")
@@ -163,7 +165,7 @@ def test_readme_findings_block_is_regenerated_from_the_run(default_run, tmp_path
     run = RunDir(default_run.run_dir)
     verdict = json.loads(run.path("statistics", "findings.json").read_text())["verdict"]
     assert "old text" not in text and text.endswith("\n\nrest\n") and verdict in text
-    head = scoring.headline(scoring.read_metrics(run), data.load_clean(run).labels).set_index("classifier")
+    head = scoring.headline(classification.read_metrics(run), data_stage.load_clean(run).labels).set_index("classifier")
     assert f"| cnn | {head.loc['cnn', 'clean accuracy']:.1%} |" in text
     assert script.main([str(tmp_path / "nowhere"), "--readme", str(readme)]) == 2
 
