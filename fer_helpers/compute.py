@@ -10,8 +10,10 @@ prepared for fast inference.
   into its convolution and channels-last memory (about 1.8x faster on a CPU; same outputs to float
   rounding).
 
-``compute.workers`` and ``compute.num_threads`` (parameters) are applied by :func:`configure`, which
-every notebook calls through ``report.start``.
+``compute.workers``, ``compute.num_threads``, ``compute.backend`` and ``compute.scheduler`` (parameters)
+are applied by :func:`configure`, which every notebook calls through ``report.start``. With backend
+``dask`` the chunks go through joblib's dask backend to a ``dask.distributed`` cluster (docs/scaling.md):
+the same chunks, joined in the same order, so the same numbers.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from typing import Any, Callable
 import numpy as np
 
 _WORKERS: int | None = None
+_BACKEND, _SCHEDULER = "loky", None
+_CLIENT: Any = None  # the dask.distributed client, made on first use
 
 
 def cpu_count() -> int:
@@ -35,9 +39,12 @@ def cpu_count() -> int:
 
 def configure(params: Any) -> None:
     """Apply the ``compute`` parameters to this process: torch threads and the worker-process count."""
-    global _WORKERS
+    global _WORKERS, _BACKEND, _SCHEDULER
     c = params.compute
     _WORKERS = c.workers
+    if (c.backend, c.scheduler) != (_BACKEND, _SCHEDULER):
+        close_cluster()
+    _BACKEND, _SCHEDULER = c.backend, c.scheduler
     if c.num_threads:
         import torch
 
@@ -56,19 +63,67 @@ def map_chunks(fn: Callable[..., Any], *arrays: np.ndarray, min_chunk: int = 256
     array or a tuple of arrays; the chunks' results are concatenated in order.
     """
     n = len(arrays[0])
-    w = min(workers(), n // min_chunk)
+    w = min(dask_client().ncores_total() if _BACKEND == "dask" else workers(), n // min_chunk)
     if w <= 1:
         return fn(*arrays, **kwargs)
-    from joblib import Parallel, delayed
+    from joblib import Parallel, delayed, parallel_config
 
     # a few chunks per worker evens out faces that take longer than others
     bounds = np.linspace(0, n, min(3 * w, max(n // min_chunk, 1)) + 1).astype(int)
-    parts = Parallel(n_jobs=w, backend="loky")(
-        delayed(fn)(*(a[s:e] for a in arrays), **kwargs) for s, e in zip(bounds[:-1], bounds[1:]) if e > s
-    )
+    with parallel_config(backend=_BACKEND, n_jobs=w):
+        parts = Parallel()(delayed(fn)(*(a[s:e] for a in arrays), **kwargs) for s, e in zip(bounds[:-1], bounds[1:]) if e > s)
     if isinstance(parts[0], tuple):
         return tuple(np.concatenate(p) for p in zip(*parts))
     return np.concatenate(parts)
+
+
+class _Client:
+    """The few things map_chunks needs from a dask.distributed client."""
+
+    def __init__(self, client: Any, cluster: Any = None):
+        self.client, self.cluster = client, cluster
+
+    def ncores_total(self) -> int:
+        return max(sum(self.client.ncores().values()), 1)
+
+    def close(self) -> None:
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
+
+
+def dask_client() -> _Client:
+    """The process's dask.distributed client for ``compute.backend: dask``: connected to
+    ``compute.scheduler``, or to a local cluster of ``compute.workers`` single-threaded processes started
+    on first use (closed by :func:`close_cluster` or at exit)."""
+    global _CLIENT
+    if _CLIENT is None:
+        try:
+            from dask.distributed import Client, LocalCluster
+        except ImportError:
+            raise RuntimeError("compute.backend: dask needs dask.distributed, which is not installed here "
+                               "(pip install 'dask[distributed]'), or set compute.backend: loky") from None
+        if _SCHEDULER:
+            try:
+                _CLIENT = _Client(Client(_SCHEDULER, timeout=10))
+            except OSError as e:
+                raise RuntimeError(f"compute.scheduler {_SCHEDULER}: no dask scheduler answered ({e}); start one "
+                                   "(dask scheduler; dask worker ADDRESS on each machine) or leave compute.scheduler null") from None
+        else:
+            cluster = LocalCluster(n_workers=workers(), threads_per_worker=1, processes=True, dashboard_address=None)
+            _CLIENT = _Client(Client(cluster), cluster)
+        import atexit
+
+        atexit.register(close_cluster)
+    return _CLIENT
+
+
+def close_cluster() -> None:
+    """Close the dask client (and the local cluster this process started), if any."""
+    global _CLIENT
+    if _CLIENT is not None:
+        _CLIENT.close()
+        _CLIENT = None
 
 
 def for_inference(model: "torch.nn.Module", device: str = "cpu") -> "torch.nn.Module":  # noqa: F821

@@ -346,6 +346,12 @@ class ComputeParams(_Section):
     workers: Optional[int] = Field(default=None, ge=1, le=256)
     """Worker processes for per-face work that runs on one core (non-local means, noise estimates, PSNR/SSIM,
     MediaPipe landmarks); null: one per CPU. Results do not depend on it."""
+    backend: Literal["loky", "dask"] = "loky"
+    """Where that per-face work runs: ``loky`` (joblib worker processes on this machine) or ``dask`` (a
+    dask.distributed cluster, through joblib's dask backend; needs ``dask[distributed]``). Results do not depend on it."""
+    scheduler: Optional[str] = None
+    """With backend ``dask``: a running scheduler's address (``tcp://host:8786``, workers with this project
+    installed); null starts a local cluster of ``compute.workers`` processes once per notebook."""
 
 
 class StudyParams(_Section):

@@ -65,3 +65,40 @@ def test_inference_copy_folds_batchnorm_and_keeps_the_outputs(sample_faces):
     x = noisy(sample_faces)
     diff = np.abs(unet.denoise(compute.for_inference(u), x).astype(int) - unet.denoise(u, x).astype(int))
     assert diff.max() <= 1 and (diff > 0).mean() < 0.01  # float rounding only
+
+
+@pytest.mark.slow
+def test_dask_backend_gives_the_numbers_of_one_process(sample_faces, monkeypatch):
+    """compute.backend: dask sends the same chunks to a local dask.distributed cluster: identical results."""
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed (requirements.txt pins it)")
+    from fer_helpers.config import parse_params
+
+    x = degrade.apply_preset(sample_faces.images, sample_faces.ids, degrade.PRESETS["noise_25"], 0)
+    compute.configure(parse_params({"compute": {"backend": "dask", "workers": 2}}))
+    try:
+        from distributed import get_task_stream
+
+        assert compute.dask_client().ncores_total() == 2
+        with get_task_stream(compute.dask_client().client) as tasks:
+            sigma = compute.map_chunks(quality._noise_sigma, x, min_chunk=8)
+        assert len(tasks.data) >= 2  # the chunks really ran on the cluster's workers
+        np.testing.assert_array_equal(sigma, quality._noise_sigma(x))
+        p2, s2 = compute.map_chunks(degrade._pair_metrics, sample_faces.images, x, min_chunk=8)
+        p1, s1 = degrade._pair_metrics(sample_faces.images, x)
+        np.testing.assert_array_equal(p2, p1)
+        np.testing.assert_array_equal(s2, s1)
+    finally:
+        compute.configure(parse_params({}))  # back to loky; closes the cluster
+    assert compute._CLIENT is None
+
+
+def test_an_unreachable_dask_scheduler_is_named_with_the_fix():
+    pytest.importorskip("distributed", reason="dask[distributed] is not installed (requirements.txt pins it)")
+    from fer_helpers.config import parse_params
+
+    compute.configure(parse_params({"compute": {"backend": "dask", "scheduler": "tcp://127.0.0.1:9"}}))
+    try:
+        with pytest.raises(RuntimeError, match=r"compute.scheduler tcp://127.0.0.1:9: no dask scheduler answered .*leave compute.scheduler null"):
+            compute.dask_client()
+    finally:
+        compute.configure(parse_params({}))
