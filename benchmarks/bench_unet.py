@@ -72,7 +72,7 @@ def main() -> None:
             names += ["unet_auto", "unet_auto flip"]
         for name in names:
             base, flip = name.split()[0], name.endswith("flip")
-            ctx = restore.RestoreContext(unet_tta="flip" if flip else "none")
+            ctx = restore.RestoreContext(options={base: {"tta": "flip" if flip else "none"}})
             r = restore.create(base, ctx)
             r(noisy[:64])  # warm-up: worker processes, oneDNN kernels
             t, out = best_of(lambda: restore.run_restorer(r, noisy, ctx.batch_size)[0], a.repeat)

@@ -96,8 +96,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
             for name in restore.available_names():
                 cls = restore.REGISTRY[name]  # built-ins and installed plug-ins
-                print(f"{name:14s} {cls.family:11s} {doc_line(cls)}")
-            print(f"\nany of them behind the quality gate: <name>{restore.GATE_SUFFIX} (restoration.gate)")
+                print(f"{name:17s} {cls.family:11s} {doc_line(cls)}")
+                options = restore.option_defaults(name)
+                if options:
+                    print(f"{'':29s} options: {', '.join(f'{k}={v}' for k, v in options.items())}")
+            print(f"\nany of them behind the quality gate: <name>{restore.GATE_SUFFIX} (restoration.gate); "
+                  "options per restorer: restoration.options, e.g. {nlm: {h_factor: 0.9}, unet: {tta: flip}}")
             return 0
         if a.cmd == "classifiers":
             from . import classify

@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -90,15 +90,62 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", bat
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
 
-def mixup_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, smoothing: float, gen: torch.Generator) -> torch.Tensor:
-    """Cross-entropy with label smoothing on a mixup batch (lambda ~ Beta(alpha, alpha); alpha 0: no mixup)."""
+def mixup_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, smoothing: float, gen: torch.Generator,
+               teacher: Teacher | None = None, distill_alpha: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
+    """Cross-entropy with label smoothing on a mixup batch (lambda ~ Beta(alpha, alpha); alpha 0: no mixup);
+    with a ``teacher``, distilled (:func:`fer_helpers.training.distillation_loss`) on the same mixed faces."""
     if alpha <= 0:
-        return F.cross_entropy(model(x), y, label_smoothing=smoothing)
-    seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # drawn from the run's generator: reproducible
-    lam = float(np.random.default_rng(seed).beta(alpha, alpha))
-    perm = torch.randperm(len(x), generator=gen).to(x.device)
-    logits = model(lam * x + (1 - lam) * x[perm])
-    return lam * F.cross_entropy(logits, y, label_smoothing=smoothing) + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
+        logits = model(x)
+        hard = F.cross_entropy(logits, y, label_smoothing=smoothing)
+    else:
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # drawn from the run's generator: reproducible
+        lam = float(np.random.default_rng(seed).beta(alpha, alpha))
+        perm = torch.randperm(len(x), generator=gen).to(x.device)
+        x = lam * x + (1 - lam) * x[perm]
+        logits = model(x)
+        hard = lam * F.cross_entropy(logits, y, label_smoothing=smoothing) + (1 - lam) * F.cross_entropy(logits, y[perm], label_smoothing=smoothing)
+    if teacher is None or distill_alpha <= 0:
+        return hard
+    with torch.no_grad():
+        teacher_logits = teacher(x)
+    return training.distillation_loss(hard, logits, teacher_logits, distill_alpha, temperature)
+
+
+#: a frozen teacher: 44 px inputs in [-1, 1] -> logits (for several CNNs: the log of their mean probability)
+Teacher = Callable[[torch.Tensor], torch.Tensor]
+
+
+def teacher_files(spec: str) -> list[Path]:
+    """The weights files of a ``--teacher`` value: one path, or several separated by commas."""
+    return [Path(p.strip()) for p in spec.split(",") if p.strip()]
+
+
+def load_teacher(spec: str, device: str = "cpu") -> Teacher:
+    """The teacher named by ``spec`` (CNN weights files, comma-separated). Several members teach their mean
+    probability, as the ``cnn_ensemble`` classifier predicts; its log is passed on as logits, so a single
+    member teaches exactly its own softmax."""
+    from .compute import for_inference
+
+    members = [for_inference(load(path, device)[0], device) for path in teacher_files(spec)]
+
+    def teach(x: torch.Tensor) -> torch.Tensor:
+        if len(members) == 1:
+            return members[0](x)
+        return torch.stack([F.softmax(m(x).float(), 1) for m in members]).mean(0).log()
+
+    return teach
+
+
+def teacher_card(spec: str) -> dict:
+    """What a student's card says about its teacher: the weights file(s), their width and PublicTest accuracy."""
+    from .io import read_card
+
+    files = teacher_files(spec)
+    cards = [read_card(f) for f in files]
+    one = len(files) == 1
+    return {"weights": files[0].name if one else [f.name for f in files], "arch": "CompactCNN",
+            "width": cards[0].get("config", {}).get("width"),
+            "val_accuracy": cards[0].get("val_accuracy") if one else [c.get("val_accuracy") for c in cards]}
 
 
 @dataclass
@@ -116,6 +163,9 @@ class CNNTrainConfig(training.FitConfig):
     erase: float = 0.5
     degrade_p: float = 0.0  # robust training: each face degraded with this probability (degrade.random_degradations)
     init: str = ""  # fine-tune: start from this CompactCNN weights file (of the same width); "" trains from scratch
+    teacher: str = ""  # distil from CNN weights file(s), comma-separated (several: their mean probability); "" none
+    alpha: float = 0.7  # weight of the teacher's soft labels in the loss (with a teacher)
+    temperature: float = 4.0
 
 
 @torch.no_grad()
@@ -147,6 +197,7 @@ def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndar
             raise ValueError(f"--init {cfg.init} holds a width-{width} CNN; pass --width {width}")
         model.load_state_dict(start.state_dict())
     device = cfg.resolved_device()
+    teacher = load_teacher(cfg.teacher, device) if cfg.teacher and cfg.alpha > 0 else None
     val_x, val_y = torch.from_numpy(val_images), torch.from_numpy(val_labels.astype(np.int64))
     # robust training selects on clean and degraded validation faces alike (one fixed, seeded degraded copy)
     val_degraded = (torch.from_numpy(degrade.random_degradations(val_images, np.random.default_rng(cfg.seed + 1), 1.0)[0])
@@ -160,7 +211,7 @@ def make_recipe(cfg: CNNTrainConfig, val_images: np.ndarray, val_labels: np.ndar
         return augment(to_tensor(xb), gen, cfg.rotate, cfg.zoom, cfg.erase), yb
 
     def loss(m: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
-        return mixup_loss(m, inputs, targets, cfg.mixup, cfg.label_smoothing, gen)
+        return mixup_loss(m, inputs, targets, cfg.mixup, cfg.label_smoothing, gen, teacher, cfg.alpha, cfg.temperature)
 
     def validate(m: nn.Module) -> dict[str, float]:
         clean = _centre_accuracy(m, val_x.to(device), val_y.to(device))
@@ -196,6 +247,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         start = read_card(Path(cfg.init))
         card["initialised_from"] = {"weights": Path(cfg.init).name, "val_accuracy": start.get("val_accuracy"),
                                     "val_tta": start.get("val_tta")}
+    if cfg.teacher and cfg.alpha > 0:
+        card["teacher"] = teacher_card(cfg.teacher)
     if cfg.degrade_p > 0:  # what the robust model was trained on, and what it scores on each seed preset
         ranges = degrade.training_ranges()
         card["degradation_mix"] = {"p": cfg.degrade_p, "families": {f: ranges[f] if f in ranges else degrade.PRESETS[f].describe()
@@ -258,6 +311,10 @@ def main(argv=None) -> int:
     add_config_options(ap, CNNTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
     cfg = config_from_args(CNNTrainConfig, a)
+    missing = [str(f) for f in teacher_files(cfg.teacher) + ([Path(cfg.init)] if cfg.init else []) if not f.is_file()]
+    if missing:
+        ap.error(f"no such weights file: {', '.join(missing)} (--init and --teacher take CNN weights, e.g. "
+                 "models/cnn/cnn.safetensors)")
     checkpoint = a.checkpoint or training.CHECKPOINT_ROOT / f"{a.out.stem}.pt"
     tr, val, dropped = data.fer2013_train_val(a.fer2013)
     print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({dropped} dropped by the audit); "

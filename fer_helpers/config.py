@@ -221,12 +221,11 @@ class RestorationParams(_Section):
     """Restorer -> weights file, e.g. ``{gfpgan_v1.4: ~/models/GFPGANv1.4.pth, unet: models/unet_denoiser/blind.safetensors}``."""
     allow_download: bool = True
     """Fetch missing face-prior weights once from their official release URLs (fails fast offline)."""
-    codeformer_w: float = Field(default=0.8, ge=0.0, le=1.0)
-    """CodeFormer fidelity weight w (0 = quality, 1 = fidelity; seed 001 used 0.8)."""
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Restorer -> its keyword options, e.g. ``{codeformer: {w: 0.8}, unet: {tta: flip}, nlm: {h_factor: 0.9}}``
+    (``fer-study restorers`` lists each one's). A filter's options hold wherever it runs: alone, gated, inside ``auto``."""
     face_priors_on_cpu: bool = False
     """Run GFPGAN/CodeFormer even without a GPU (seconds per face: hours for a whole test split)."""
-    unet_tta: Literal["none", "flip"] = "none"
-    """U-Net test-time augmentation: ``flip`` averages each face's output with its mirror image's (twice the cost)."""
     train_unet: bool = False
     """Train the U-Net in the notebook (on data.path's train split) instead of loading the shipped weights."""
     unet_training: UNetTrainParams = Field(default_factory=UNetTrainParams)
@@ -237,6 +236,26 @@ class RestorationParams(_Section):
     @classmethod
     def _known_restorers(cls, v: list[str]) -> list[str]:
         return _restorer_names(v)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _moved_keys(cls, data: Any) -> Any:
+        """Keys of older parameter files that became restorer options: say where they went."""
+        moved = {"codeformer_w": "options: {codeformer: {w: VALUE}}", "unet_tta": "options: {unet: {tta: VALUE}, unet_auto: {tta: VALUE}}"}
+        old = [k for k in moved if isinstance(data, dict) and k in data]
+        if old:
+            raise ValueError("; ".join(f"{k} is now restoration.{moved[k].replace('VALUE', str(data[k]))}" for k in old))
+        return data
+
+    @field_validator("options")
+    @classmethod
+    def _known_options(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        from .restore import check_options
+
+        _restorer_names(list(v))
+        for name, kw in v.items():
+            check_options(name, kw)
+        return v
 
     @field_validator("presets")
     @classmethod

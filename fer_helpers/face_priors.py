@@ -254,8 +254,10 @@ class CodeFormer(FacePrior):
     arch = "CodeFormer"
     package, install = "codeformer", CODEFORMER_INSTALL
 
-    def __init__(self, ctx: RestoreContext):
-        self.w = ctx.codeformer_w
+    def __init__(self, ctx: RestoreContext, w: float = 0.8):
+        if not 0.0 <= w <= 1.0:
+            raise ValueError(f"restoration.options.codeformer.w = {w}: the fidelity weight lies in [0, 1] (seed 001 used 0.8)")
+        self.w = w
         super().__init__(ctx)
 
     def build_net(self) -> Any:

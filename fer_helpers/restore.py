@@ -35,7 +35,8 @@ from .registry import RestorerUnavailable, doc_line, loading, registrar
 
 @dataclass
 class RestoreContext:
-    """What a factory may need: where to run, batch size, weight files, quality thresholds."""
+    """What every factory may need: where to run, batch size, weight files, quality thresholds, and each
+    restorer's own keyword options (``restoration.options``)."""
 
     device: str = "cpu"
     batch_size: int = 64
@@ -43,9 +44,8 @@ class RestoreContext:
     allow_download: bool = True  # face-prior weights may be fetched once from their official release URL
     cache_dir: Path = Path.home() / ".cache" / "fer-study"
     thresholds: Any = None  # QualityThresholds, for auto and the gate
-    codeformer_w: float = 0.8
     face_priors_on_cpu: bool = True  # the study's parameters default to False: seconds per face on a CPU
-    unet_tta: str = "none"  # none | flip: the U-Nets' mirror self-ensemble (twice the cost)
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)  # restorer -> keyword arguments of its factory
 
 
 class Restorer(ABC):
@@ -80,16 +80,38 @@ REGISTRY: dict[str, Callable[[RestoreContext], Restorer]] = {}
 GATE_SUFFIX = "+gate"
 
 
-register = registrar(REGISTRY)  # @register("median", "classical") adds a restorer built as cls(ctx)
+register = registrar(REGISTRY)  # @register("median", "classical") adds a restorer built as cls(ctx, **options)
 
 
 def create(name: str, ctx: RestoreContext) -> Restorer:
-    """Build a restorer by name (``x+gate`` gives the gated ``x``); raises :class:`RestorerUnavailable`."""
+    """Build a restorer by name with its options from ``ctx.options[name]`` (``x+gate`` gives the gated ``x``,
+    with ``x``'s options); raises :class:`RestorerUnavailable`, or ValueError for an option it does not take."""
     if name.endswith(GATE_SUFFIX):
         return Gated(create(name[: -len(GATE_SUFFIX)], ctx), ctx.thresholds)
     if not is_known(name):
         raise KeyError(f"unknown restorer {name!r}; known: {', '.join(available_names())}")
-    return REGISTRY[name](ctx)
+    options = ctx.options.get(name, {})
+    check_options(name, options)
+    return REGISTRY[name](ctx, **options)
+
+
+def option_defaults(name: str) -> dict[str, Any]:
+    """The keyword options restorer ``name`` takes (its factory's arguments after ``ctx``) and their defaults."""
+    import inspect
+
+    if not is_known(name):
+        raise KeyError(f"unknown restorer {name!r}; known: {', '.join(available_names())}")
+    params = list(inspect.signature(REGISTRY[name]).parameters.values())[1:]  # the first is ctx
+    return {p.name: p.default for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_options(name: str, options: dict[str, Any]) -> None:
+    """ValueError naming the options ``name`` does not take, and those it does."""
+    accepted = list(option_defaults(name))
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        takes = f"it takes {', '.join(accepted)}" if accepted else "it takes none"
+        raise ValueError(f"restoration.options.{name}: unknown option(s) {', '.join(unknown)}; {takes}")
 
 
 def _load_plugins() -> None:
@@ -299,7 +321,9 @@ class Auto(Restorer):
         from . import quality
 
         self.thresholds = ctx.thresholds or quality.PROJECT_THRESHOLDS
-        self.switching_median, self.nlm, self.unsharp = SwitchingMedian(), NonLocalMeans(), Unsharp()
+        # built like the stand-alone filters (their restoration.options included), so that reusing their
+        # outputs from ``done`` gives exactly what these would compute
+        self.switching_median, self.nlm, self.unsharp = (create(n, ctx) for n in ("switching_median", "nlm", "unsharp"))
 
     def plan(self, images: np.ndarray) -> np.ndarray:
         """The filter chosen for each face: 'switching_median', 'nlm', 'unsharp', 'nlm+unsharp' or 'none'."""
@@ -381,9 +405,10 @@ UNET_WEIGHTS = MODELS_DIR / "unet_denoiser" / "blind.safetensors"
 class UNetDenoiser(Restorer):
     """The project's Attention U-Net (seed 003's architecture), one blind model for every preset."""
 
-    def __init__(self, ctx: RestoreContext):
+    def __init__(self, ctx: RestoreContext, tta: str = "none"):
         from . import unet
 
+        self.tta = unet.check_tta(tta)  # none | flip: the mirror self-ensemble (each face and its mirror, averaged)
         path = Path(ctx.weights.get("unet", UNET_WEIGHTS))
         fix = "train it: see models/unet_denoiser/README.md"
         if not path.is_file():
@@ -391,7 +416,7 @@ class UNetDenoiser(Restorer):
         with loading(RestorerUnavailable, "unet", path, "Attention U-Net weights file", fix):
             model, self.meta = unet.load_model(path, ctx.device)
         self.model = for_inference(model, ctx.device)
-        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.unet_tta
+        self.device, self.batch_size = ctx.device, ctx.batch_size
 
     def restore(self, images: np.ndarray) -> np.ndarray:
         from . import unet
@@ -413,10 +438,10 @@ class UNetAuto(Restorer):
     low_noise_max = 9.3
     high_noise_band = (13.5, 19.5)
 
-    def __init__(self, ctx: RestoreContext):
+    def __init__(self, ctx: RestoreContext, tta: str = "none"):
         from . import unet
 
-        self.blind = UNetDenoiser(ctx)
+        self.blind = UNetDenoiser(ctx, tta)
         self.models = {}
         for name, default in UNET_SPECIALISTS.items():
             path = Path(ctx.weights.get(f"unet_{name}", default))
@@ -426,7 +451,7 @@ class UNetAuto(Restorer):
             with loading(RestorerUnavailable, "unet_auto", path, f"Attention U-Net weights file (unet_{name})", fix):
                 self.models[name] = for_inference(unet.load_model(path, ctx.device)[0], ctx.device)
         self.thresholds = ctx.thresholds or Auto(ctx).thresholds
-        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.unet_tta
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, self.blind.tta
 
     def plan(self, images: np.ndarray) -> np.ndarray:
         from . import quality

@@ -334,6 +334,18 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
 
 # --- batched augmentation of image batches -------------------------------------------------------
 
+def distillation_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
+                      alpha: float, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft distillation: ``(1 - alpha) hard_loss + alpha T^2 KL(teacher_T || student_T)``;
+    ``hard_loss`` (the loss on the true labels) alone when there is no teacher or ``alpha`` is 0."""
+    if alpha <= 0 or teacher_logits is None:
+        return hard_loss
+    t = temperature
+    kl = F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(teacher_logits.float() / t, 1),
+                  reduction="batchmean", log_target=True)
+    return (1 - alpha) * hard_loss + alpha * t * t * kl
+
+
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     return (lo + (hi - lo) * torch.rand(n, generator=gen)).to(device)
 

@@ -159,6 +159,13 @@ def to_batch(images: np.ndarray, device: str = "cpu") -> torch.Tensor:
     return channels_last(torch.from_numpy(np.ascontiguousarray(images)).to(device).float().div_(255).unsqueeze(1))
 
 
+def check_tta(tta: str) -> str:
+    """``tta`` itself if it names a U-Net test-time augmentation, else a ValueError naming those there are."""
+    if tta not in TTA:
+        raise ValueError(f"U-Net test-time augmentation {tta!r}: use one of {', '.join(TTA)}")
+    return tta
+
+
 @torch.no_grad()
 def denoise(model: AttentionUNet, images: np.ndarray, device: str = "cpu", batch_size: int = 256, tta: str = "none") -> np.ndarray:
     """Run the U-Net over a uint8 (N, 48, 48) stack (give it a :func:`~fer_helpers.compute.for_inference` copy for speed).
@@ -166,8 +173,7 @@ def denoise(model: AttentionUNet, images: np.ndarray, device: str = "cpu", batch
     ``tta="flip"``: the self-ensemble of the face and its mirror image (the mirrored output flipped back and
     averaged before rounding), at twice the cost.
     """
-    if tta not in TTA:
-        raise ValueError(f"U-Net test-time augmentation {tta!r}: use one of {', '.join(TTA)}")
+    check_tta(tta)
     out = np.empty_like(images)
     for s in range(0, len(images), batch_size):
         x = to_batch(images[s : s + batch_size], device)

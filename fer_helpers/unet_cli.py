@@ -29,7 +29,7 @@ def evaluate_on(faces, weights: dict[str, Path], presets: Sequence[str], seed: i
     as in :func:`denoise` (with ``flip`` the U-Net columns are named ``<name>+flip``).
     """
     models = {name: for_inference(load_model(path, device)[0], device) for name, path in weights.items()}
-    ctx = restore.RestoreContext(device=device, unet_tta=tta)
+    ctx = restore.RestoreContext(device=device, options={"unet": {"tta": tta}, "unet_auto": {"tta": tta}})
     # name -> (uint8 stack -> uint8 stack); unavailable restorers fail here, before any work
     scorers = {name: partial(denoise, m, device=device, tta=tta) for name, m in models.items()}
     scorers |= {name: restore.create(name, ctx) for name in restorers}
@@ -71,7 +71,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="registered restorers to score as well, e.g. unet_auto (the fine-tunes routed per face)")
     e.add_argument("--presets", nargs="+", default=["seed003_low", "seed003_high", "seed003_sp"])
     e.add_argument("--csv", type=Path, help="also write the table here")
-    e.add_argument("--tta", choices=TTA, default="none", help="U-Net test-time augmentation (the study's restoration.unet_tta)")
+    e.add_argument("--tta", choices=TTA, default="none", help="U-Net test-time augmentation (the study's restoration.options: {unet: {tta: flip}})")
     a = ap.parse_args(argv)
     a.presets = degrade.expand_preset_names(a.presets)  # groups (seeds, noise_sweep, ...) allowed
     for p in a.presets:

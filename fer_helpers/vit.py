@@ -22,8 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import torch
+import torch.nn.functional as F
 
-from . import training
+from . import cnn, training
 from .data import CLASSES
 
 HUB_VIT = "trpakov/vit-face-expression"
@@ -70,8 +72,6 @@ def load(name_or_path: str, device: str = "cpu"):
 
 def predict_proba(model, processor, images: np.ndarray, device: str = "cpu", batch_size: int = 128) -> np.ndarray:
     """Softmax probabilities in the *model's* label order (``model.config.id2label``) for grey uint8 faces."""
-    import torch
-
     out = []
     with torch.no_grad():
         for s in range(0, len(images), batch_size):
@@ -102,7 +102,7 @@ class ViTTrainConfig(training.FitConfig):
     rotate: float = 10.0
     zoom: float = 0.1
     erase: float = 0.25
-    teacher: str = ""  # a CNN weights file (fer_helpers.cnn); empty: no distillation
+    teacher: str = ""  # CNN weights file(s), comma-separated (several: their mean probability); empty: no distillation
     alpha: float = 0.7
     temperature: float = 4.0
 
@@ -120,34 +120,14 @@ def build(cfg: ViTTrainConfig):
     return ViTForImageClassification(config), processor
 
 
-def distillation_loss(student_logits, teacher_logits, targets, alpha: float, temperature: float, smoothing: float):
-    """Hinton et al.'s soft distillation: (1 - alpha) CE(labels) + alpha T^2 KL(teacher_T || student_T)."""
-    import torch.nn.functional as F
-
-    ce = F.cross_entropy(student_logits, targets, label_smoothing=smoothing)
-    if alpha <= 0 or teacher_logits is None:
-        return ce
-    t = temperature
-    kl = F.kl_div(F.log_softmax(student_logits.float() / t, 1), F.log_softmax(teacher_logits.float() / t, 1),
-                  reduction="batchmean", log_target=True)
-    return (1 - alpha) * ce + alpha * t * t * kl
-
-
 def make_recipe(cfg: ViTTrainConfig, val_images: np.ndarray, val_labels: np.ndarray):
     """The ViT's part of the loop (model, augmentation, distillation loss, validation), its image processor,
-    and the teacher's card (``{}`` without a teacher)."""
-    import torch
-
-    from . import cnn
-    from .compute import for_inference
-
+    and the teacher's card (``None`` without a teacher)."""
     torch.manual_seed(cfg.seed)
     model, processor = build(cfg)
     device = cfg.resolved_device()
-    teacher, teacher_card = None, {}
-    if cfg.teacher and cfg.alpha > 0:
-        teacher_model, teacher_card = cnn.load(cfg.teacher, device)
-        teacher = for_inference(teacher_model, device)
+    distilled = bool(cfg.teacher) and cfg.alpha > 0
+    teacher = cnn.load_teacher(cfg.teacher, device) if distilled else None
     o = (48 - cnn.CROP) // 2
 
     def prepare(xb, yb, gen):
@@ -160,7 +140,8 @@ def make_recipe(cfg: ViTTrainConfig, val_images: np.ndarray, val_labels: np.ndar
             with torch.no_grad():  # the teacher sees the centre 44 px of the same augmented face, as it was trained
                 teacher_logits = teacher(inputs[..., o : o + cnn.CROP, o : o + cnn.CROP])
         logits = m(pixel_values=inputs.expand(-1, 3, -1, -1)).logits
-        return distillation_loss(logits, teacher_logits, targets, cfg.alpha, cfg.temperature, cfg.label_smoothing)
+        hard = F.cross_entropy(logits, targets, label_smoothing=cfg.label_smoothing)
+        return training.distillation_loss(hard, logits, teacher_logits, cfg.alpha, cfg.temperature)
 
     val_x = cnn.to_tensor(val_images)
 
@@ -171,7 +152,8 @@ def make_recipe(cfg: ViTTrainConfig, val_images: np.ndarray, val_labels: np.ndar
                           for s in range(0, len(val_x), 512)])
         return {"score": float((pred.numpy() == val_labels).mean())}
 
-    return training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg)), processor, teacher_card
+    return (training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg)), processor,
+            cnn.teacher_card(cfg.teacher) if distilled else None)
 
 
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
@@ -179,7 +161,6 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
           progress: bool = False, log=print) -> dict:
     """Train a ViT through the project's loop (distilled from ``cfg.teacher`` when set); keep the weights
     with the best validation accuracy and save them as a Hugging Face model folder with its card."""
-    import torch
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     recipe, processor, teacher_card = make_recipe(cfg, val_images, val_labels)
@@ -192,9 +173,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             "val_macro_f1": f1_score(val_labels, pred, average="macro"),
             "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
             "labels": list(CLASSES), "parameters": int(sum(p.numel() for p in kept.parameters())),
-            "teacher": ({"weights": Path(cfg.teacher).name, "arch": teacher_card.get("arch", "CompactCNN"),
-                         "width": teacher_card.get("config", {}).get("width"),
-                         "val_accuracy": teacher_card.get("val_accuracy")} if teacher_card else None),
+            "teacher": teacher_card,
             "train_images": int(len(train_images)), "val_images": int(len(val_images)), **training.run_facts(result)}
     out_dir.mkdir(parents=True, exist_ok=True)
     kept.save_pretrained(out_dir)
@@ -221,8 +200,9 @@ def main(argv=None) -> int:
     add_config_options(t, ViTTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
     cfg = config_from_args(ViTTrainConfig, a)
-    if cfg.teacher and not Path(cfg.teacher).is_file():
-        ap.error(f"--teacher {cfg.teacher}: no such file (a CNN weights file, e.g. models/cnn/cnn.safetensors)")
+    missing = [t for t in cnn.teacher_files(cfg.teacher) if not t.is_file()]
+    if missing:
+        ap.error(f"--teacher: no such file {', '.join(map(str, missing))} (CNN weights, e.g. models/cnn/cnn.safetensors)")
     checkpoint = a.checkpoint or training.CHECKPOINT_ROOT / f"{a.out.name}.pt"
     tr, val, dropped = data.fer2013_train_val(a.fer2013)
     print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({dropped} dropped by the audit); "

@@ -50,12 +50,16 @@ def row(path: Path, card: dict, hardware: str) -> str:
     if "members" in card:
         return ensemble_row(path, card)
     cfg = card["config"]
-    recipe = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in NOT_RECIPE and v not in ("", None) and k != "init")
+    recipe = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in NOT_RECIPE and v not in ("", None) and k not in ("init", "teacher"))
     if card.get("model"):
         recipe += "; model: " + ", ".join(f"{k}={v}" for k, v in card["model"].items())
     if card.get("teacher"):
         t = card["teacher"]
-        recipe += f"; distilled from {t['weights']} ({t['arch']}, PublicTest {t['val_accuracy']:.4f})"
+        if isinstance(t["weights"], list):  # an ensemble teacher: the mean probability of its members
+            members = ", ".join(f"{w} ({a:.4f})" for w, a in zip(t["weights"], t["val_accuracy"]))
+            recipe += f"; distilled from the mean probability of {members} ({t['arch']}s, PublicTest)"
+        else:
+            recipe += f"; distilled from {t['weights']} ({t['arch']}, PublicTest {t['val_accuracy']:.4f})"
     epochs_run = card.get("epochs_run") or len(card.get("history", [])) or cfg.get("epochs")
     kept = f"{card['best_epoch']}" + (f", {card['kept_weights']}" if card.get("kept_weights") else "")
     acc = f"{card['val_accuracy']:.4f}" + (f" ({card['val_tta']} TTA)" if card.get("val_tta") else "")

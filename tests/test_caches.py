@@ -19,7 +19,7 @@ def test_stage_key_changes_with_every_input(tmp_path, monkeypatch):
     assert changed != base
     (data_dir / "b.jpg").write_bytes(b"y")  # a face added to the data set
     assert io.stage_key(params, "restoration", upstream=["up1"], inputs=[weights], data_inputs=[data_dir]) != changed
-    other = parse_params({"restoration": {"codeformer_w": 0.5}})
+    other = parse_params({"restoration": {"options": {"codeformer": {"w": 0.5}}}})
     assert io.stage_key(other, "restoration") != io.stage_key(params, "restoration")
     assert io.stage_key(other, "quality") == io.stage_key(params, "quality")  # a later section leaves earlier stages alone
 

@@ -78,3 +78,38 @@ def test_robust_fine_tune_starts_from_the_given_weights_and_reports_each_seed_pr
     assert card["degradation_mix"]["p"] == 0.5 and "raw_clean" in card["history"][0]
     with pytest.raises(ValueError, match="holds a width-8 CNN; pass --width 8"):
         cnn.make_recipe(cnn.CNNTrainConfig(width=16, init=str(tmp_path / "clean.safetensors")), x[:4], y[:4])
+
+
+def test_ensemble_teacher_teaches_its_members_mean_probability_and_is_named_on_the_card(sample_faces, tmp_path):
+    from fer_helpers.io import save_weights
+
+    paths = []
+    for seed in (0, 1):
+        torch.manual_seed(seed)
+        paths.append(tmp_path / f"t{seed}.safetensors")
+        save_weights(paths[-1], cnn.CompactCNN(width=4).state_dict(),
+                     {"config": {"width": 4}, "arch": "CompactCNN", "val_accuracy": 0.4 + seed / 10})
+    spec = ",".join(map(str, paths))
+    x = cnn.to_tensor(sample_faces.images[:6])[..., 2:46, 2:46]
+    members = [cnn.load(p)[0] for p in paths]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(m(x), 1) for m in members]).mean(0)
+        taught = torch.softmax(cnn.load_teacher(spec)(x), 1)
+        single = cnn.load_teacher(str(paths[0]))(x)
+    torch.testing.assert_close(taught, expected, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.softmax(single, 1), torch.softmax(members[0](x), 1), atol=1e-4, rtol=1e-4)
+    assert cnn.teacher_card(spec) == {"weights": ["t0.safetensors", "t1.safetensors"], "arch": "CompactCNN", "width": 4,
+                                      "val_accuracy": [0.4, 0.5]}
+    # distillation changes the loss, and the student's card names its teachers
+    gen = lambda: torch.Generator().manual_seed(0)  # noqa: E731
+    y = torch.from_numpy(sample_faces.labels[:6].astype(np.int64))
+    student = cnn.CompactCNN(width=4).eval()  # no dropout: the three losses see the same network
+    plain = cnn.mixup_loss(student, x, y, 0.2, 0.1, gen())
+    same_plain = cnn.mixup_loss(student, x, y, 0.2, 0.1, gen(), cnn.load_teacher(spec), 0.0)
+    distilled = cnn.mixup_loss(student, x, y, 0.2, 0.1, gen(), cnn.load_teacher(spec), 0.7)
+    torch.testing.assert_close(plain, same_plain)
+    assert not torch.allclose(plain, distilled)
+    cfg = cnn.CNNTrainConfig(width=4, epochs=1, batch_size=16, lr=0.01, seed=0, device="cpu", teacher=spec)
+    imgs, labels = sample_faces.images, sample_faces.labels
+    card = cnn.train(imgs, labels, imgs[:14], labels[:14], cfg, tmp_path / "student.safetensors", log=lambda *_: None)
+    assert card["teacher"]["weights"] == ["t0.safetensors", "t1.safetensors"]

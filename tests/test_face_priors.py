@@ -176,7 +176,7 @@ def test_codeformer_restores_real_faces(tmp_path, faces):
     net = CodeFormer(dim_embd=512, codebook_size=1024, n_head=8, n_layers=9, connect_list=["32", "64", "128", "256"])
     path = tmp_path / "random_codeformer.pth"
     torch.save({"params_ema": net.state_dict()}, path)
-    r = restore.create("codeformer", RestoreContext(weights={"codeformer": str(path)}, allow_download=False, codeformer_w=0.8))
+    r = restore.create("codeformer", RestoreContext(weights={"codeformer": str(path)}, allow_download=False, options={"codeformer": {"w": 0.8}}))
     assert torch.equal(r.net.state_dict()["position_emb"], net.state_dict()["position_emb"])
     out = r(faces[:1])  # one face: a CodeFormer forward at 512 px costs several seconds on a CPU
     assert out.shape == (1, 48, 48) and out.dtype == np.uint8 and out.std() > 0

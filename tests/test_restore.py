@@ -290,3 +290,29 @@ def test_unet_evaluate_cli_names_bad_arguments(args, message, capsys):
     with pytest.raises(SystemExit):
         unet_cli.main(["evaluate", "--fer2013", "unused", *args])
     assert message in capsys.readouterr().err
+
+
+def test_restorer_options_reach_the_restorer_wherever_it_runs(sample_faces, tmp_path):
+    from dataclasses import replace
+
+    import torch
+
+    x = degraded(sample_faces, "seed003_high")[:8]
+    strong = replace(CTX, options={"nlm": {"h_factor": 1.5}})
+    default_nlm, strong_nlm = restore.create("nlm", CTX), restore.create("nlm", strong)
+    assert (default_nlm.h_factor, strong_nlm.h_factor) == (0.7, 1.5)
+    assert not np.array_equal(default_nlm(x), strong_nlm(x))
+    assert restore.create("nlm+gate", strong).inner.h_factor == 1.5  # the gated filter is the same filter
+    assert restore.create("auto", strong).nlm.h_factor == 1.5  # so is auto's step, whose output it may reuse
+    torch.manual_seed(0)
+    f = tmp_path / "w.safetensors"
+    unet.save_model(unet.AttentionUNet().eval(), f, {})
+    flip = restore.create("unet", restore.RestoreContext(weights={"unet": str(f)}, options={"unet": {"tta": "flip"}}))
+    assert flip.tta == "flip"
+    np.testing.assert_array_equal(flip(x), unet.denoise(unet.load_model(f)[0], x, tta="flip"))
+    with pytest.raises(ValueError, match=r"restoration.options.nlm: unknown option\(s\) h; it takes h_factor, patch_size, patch_distance"):
+        restore.create("nlm", replace(CTX, options={"nlm": {"h": 1.0}}))
+    with pytest.raises(ValueError, match="unknown option.*it takes none"):
+        restore.create("none", replace(CTX, options={"none": {"x": 1}}))
+    with pytest.raises(ValueError, match="'mirror'.*use one of none, flip"):
+        restore.create("unet", restore.RestoreContext(weights={"unet": str(f)}, options={"unet": {"tta": "mirror"}}))

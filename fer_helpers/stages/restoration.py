@@ -37,8 +37,8 @@ def context_for(params, run=None) -> RestoreContext:
 
     return RestoreContext(device=params.device(), batch_size=r.batch_size,
                           weights={k: str(resolve_path(v)) for k, v in weights.items()}, allow_download=r.allow_download,
-                          thresholds=params.quality_thresholds(), codeformer_w=r.codeformer_w,
-                          face_priors_on_cpu=r.face_priors_on_cpu, unet_tta=r.unet_tta)
+                          thresholds=params.quality_thresholds(), face_priors_on_cpu=r.face_priors_on_cpu,
+                          options={name: dict(kw) for name, kw in r.options.items()})
 
 
 def restorer_names(params) -> list[str]:
