@@ -59,6 +59,7 @@ class ClassifyContext:
     batch_size: int = 256
     weights: dict[str, str] | None = None  # classifier name -> weights file or folder
     tta: str = "ten_crop"  # the CNNs' test-time augmentation: ten_crop | flip | none
+    precision: str = "fp32"  # the CNNs' arithmetic: fp32 | bf16 (autocast)
 
 
 class Classifier(ABC):
@@ -162,7 +163,8 @@ def _weights(name: str, ctx: ClassifyContext) -> str:
 _CNN_MEMO: dict[tuple[str, str, str], np.ndarray] = {}
 
 
-def _cnn_probabilities(weights: str, fast, images: np.ndarray, device: str, batch_size: int, tta: str) -> np.ndarray:
+def _cnn_probabilities(weights: str, fast, images: np.ndarray, device: str, batch_size: int, tta: str,
+                       precision: str) -> np.ndarray:
     """One CNN's probabilities, remembered for the last batch: the ensemble's members include the shipped ``cnn``,
     which the study scores on the same faces just before, so its pass is not paid twice."""
     import hashlib
@@ -170,11 +172,11 @@ def _cnn_probabilities(weights: str, fast, images: np.ndarray, device: str, batc
     from . import cnn
 
     st = Path(weights).stat()  # a file rewritten in place is another model
-    key = (f"{Path(weights).resolve()}:{st.st_size}:{st.st_mtime_ns}", tta, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
+    key = (f"{Path(weights).resolve()}:{st.st_size}:{st.st_mtime_ns}", tta, precision, hashlib.sha1(np.ascontiguousarray(images).tobytes()).hexdigest())
     if key not in _CNN_MEMO:
         if len(_CNN_MEMO) >= 4:  # a few weights files x one batch
             _CNN_MEMO.pop(next(iter(_CNN_MEMO)))
-        _CNN_MEMO[key] = cnn.predict_proba(fast, images, device, batch_size, tta)
+        _CNN_MEMO[key] = cnn.predict_proba(fast, images, device, batch_size, tta, precision)
     return _CNN_MEMO[key]
 
 
@@ -201,10 +203,10 @@ class CNNClassifier(Classifier):
         # self.model stays unfused for Grad-CAM; self.fast is the BatchNorm-folded inference copy
         self.weights = _weights(self.name, ctx)
         self.model, self.fast, self.card = _load_cnn(self.name, self.weights, ctx)
-        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
+        self.device, self.batch_size, self.tta, self.precision = ctx.device, ctx.batch_size, ctx.tta, ctx.precision
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
-        return _cnn_probabilities(self.weights, self.fast, images, self.device, self.batch_size, self.tta)
+        return _cnn_probabilities(self.weights, self.fast, images, self.device, self.batch_size, self.tta, self.precision)
 
 
 @register("cnn_robust", "cnn")
@@ -226,10 +228,11 @@ class CNNEnsemble(Classifier):
         loaded = [_load_cnn("cnn_ensemble", p, ctx) for p in paths]
         self.members = list(zip(paths, [fast for _, fast, _ in loaded]))
         self.model, self.card = loaded[0][0], {"members": [c for _, _, c in loaded], "files": paths}
-        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
+        self.device, self.batch_size, self.tta, self.precision = ctx.device, ctx.batch_size, ctx.tta, ctx.precision
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
-        return np.mean([_cnn_probabilities(w, m, images, self.device, self.batch_size, self.tta) for w, m in self.members], axis=0)
+        return np.mean([_cnn_probabilities(w, m, images, self.device, self.batch_size, self.tta, self.precision)
+                        for w, m in self.members], axis=0)
 
 
 class _Transfer(Classifier):
@@ -245,7 +248,7 @@ class _Transfer(Classifier):
             raise ClassifierUnavailable(self.name, f"weights file {path} not found", fix)
         with loading(ClassifierUnavailable, self.name, path, f"{self.name} weights file", fix):
             self.model, self.card = transfer.load(path, ctx.device)
-        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
+        self.device, self.batch_size, self.tta, self.precision = ctx.device, ctx.batch_size, ctx.tta, ctx.precision
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import transfer

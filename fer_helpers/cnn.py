@@ -77,16 +77,20 @@ def tta_views(x: torch.Tensor, tta: str = "ten_crop") -> list[torch.Tensor]:
 
 
 @torch.no_grad()
-def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512, tta: str = "ten_crop") -> np.ndarray:
-    """Softmax probabilities (N, 7) in the canonical order, averaged over the TTA views."""
+def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512, tta: str = "ten_crop",
+                  precision: str = "fp32") -> np.ndarray:
+    """Softmax probabilities (N, 7) in the canonical order, averaged over the TTA views. ``precision="bf16"``:
+    the convolutions under bf16 autocast (about 2x faster on CPUs with AVX512-BF16; a few faces in a thousand
+    may change their answer), the softmax and the average in fp32."""
     from .compute import channels_last
 
     model.eval()
     out = []
     for s in range(0, len(images), batch_size):
         x = channels_last(to_tensor(images[s : s + batch_size]).to(device))
-        views = tta_views(x, tta)
-        out.append(torch.stack([F.softmax(model(v), dim=1) for v in views]).mean(0).cpu().numpy())
+        with training.autocast(device, precision):
+            logits = [model(v).float() for v in tta_views(x, tta)]
+        out.append(torch.stack([F.softmax(z, dim=1) for z in logits]).mean(0).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
 

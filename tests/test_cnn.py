@@ -113,3 +113,14 @@ def test_ensemble_teacher_teaches_its_members_mean_probability_and_is_named_on_t
     imgs, labels = sample_faces.images, sample_faces.labels
     card = cnn.train(imgs, labels, imgs[:14], labels[:14], cfg, tmp_path / "student.safetensors", log=lambda *_: None)
     assert card["teacher"]["weights"] == ["t0.safetensors", "t1.safetensors"]
+
+
+def test_bf16_inference_is_really_bf16_and_close_to_fp32(sample_faces):
+    torch.manual_seed(0)
+    model = cnn.CompactCNN(width=8).eval()
+    p32 = cnn.predict_proba(model, sample_faces.images, tta="flip")
+    p16 = cnn.predict_proba(model, sample_faces.images, tta="flip", precision="bf16")
+    assert p16.dtype == p32.dtype and not np.array_equal(p16, p32)  # the autocast really ran
+    np.testing.assert_allclose(p16, p32, atol=0.02)
+    np.testing.assert_allclose(p16.sum(1), 1.0, rtol=1e-5)
+    assert (p16.argmax(1) == p32.argmax(1)).mean() >= 0.9

@@ -136,7 +136,8 @@ def context_for(params, run=None):
     c = params.classification
     weights = {k: _path_or_hub_id(v) for k, v in c.weights.items()}
     weights["landmarker"] = str(landmarker_path(params))
-    return classify.ClassifyContext(device=params.device(), batch_size=c.batch_size, weights=weights, tta=c.tta)
+    return classify.ClassifyContext(device=params.device(), batch_size=c.batch_size, weights=weights, tta=c.tta,
+                                   precision=c.precision)
 
 
 def _path_or_hub_id(value: str) -> str:
