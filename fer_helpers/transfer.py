@@ -1,8 +1,9 @@
 """Seed 002's transfer recipe for torchvision's EfficientNet-B0 and ResNet-18, with its bugs fixed.
 
 Three phases: (1) the new head only, (2) the upper blocks as well, (3) everything; mixup 0.2, label
-smoothing 0.1, cosine annealing with warm restarts (one cycle per phase), deterministic TTA (the
-ten views of :func:`fer_helpers.cnn.tta_views`). ImageNet weights are used when they are already in the
+smoothing 0.1, one cosine cycle per phase (seed 002's warm restarts), deterministic TTA (the ten views of
+:func:`fer_helpers.cnn.tta_views`). Each phase runs on the project's one training loop
+(:mod:`fer_helpers.training`: batched augmentation, bf16 where native, EMA, a checkpoint per epoch, ``--resume``). ImageNet weights are used when they are already in the
 torch hub cache (``~/.cache/torch/hub/checkpoints``); otherwise the network trains from scratch and the
 card says so (they cannot be downloaded here). Augmentation is applied to every training batch (seed
 002 built it and then silently used a dataset without it). Faces go in as 3 equal channels at
@@ -14,8 +15,6 @@ Full size needs a GPU: ``python -m fer_helpers.transfer --fer2013 DIR --arch eff
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -24,6 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from . import training
 from .data import CLASSES
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -56,90 +56,119 @@ def phase_parameters(model: nn.Module, arch: str, phase: int) -> list[nn.Paramet
     return [p for g in groups for p in g.parameters()]
 
 
+def to_input(faces: torch.Tensor, input_size: int) -> torch.Tensor:
+    """Grey faces (N, 1, h, w) in [0, 1] -> the network's input: bicubic to ``input_size``, 3 equal channels,
+    ImageNet normalisation (on the faces' device)."""
+    x = F.interpolate(faces, size=(input_size, input_size), mode="bicubic", align_corners=False).clamp_(0, 1).expand(-1, 3, -1, -1)
+    mean, std = (torch.tensor(v, device=x.device).view(1, 3, 1, 1) for v in (IMAGENET_MEAN, IMAGENET_STD))
+    return (x - mean) / std
+
+
 def preprocess(images: np.ndarray, input_size: int) -> torch.Tensor:
-    x = torch.from_numpy(images).float().div_(255).unsqueeze(1)
-    x = F.interpolate(x, size=(input_size, input_size), mode="bicubic", align_corners=False).clamp_(0, 1).expand(-1, 3, -1, -1)
-    return (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    """uint8 (N, h, w) faces -> the network's input (:func:`to_input`)."""
+    return to_input(torch.from_numpy(images).float().div_(255).unsqueeze(1), input_size)
+
+
+def _pixels(views: torch.Tensor) -> torch.Tensor:
+    """CNN-style views in [-1, 1] -> [0, 1], rounded to grey levels (what a saved crop of the face would hold)."""
+    return ((views + 1) * 127.5).round().clamp(0, 255) / 255
 
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: np.ndarray, input_size: int, device: str = "cpu", batch_size: int = 128,
                   tta: str = "ten_crop") -> np.ndarray:
+    """Softmax probabilities (N, 7) averaged over the TTA views of :func:`fer_helpers.cnn.tta_views`."""
     from .cnn import to_tensor, tta_views
 
     model.eval()
     out = []
     for s in range(0, len(images), batch_size):
         views = tta_views(to_tensor(images[s : s + batch_size]), tta)
-        probs = []
-        for v in views:
-            v = ((v + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()  # back to pixels, then the model's preprocessing
-            probs.append(F.softmax(model(preprocess(v, input_size).to(device)), dim=1))
+        probs = [F.softmax(model(to_input(_pixels(v).to(device), input_size)).float(), dim=1) for v in views]
         out.append(torch.stack(probs).mean(0).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
 
 @dataclass
-class TransferConfig:
+class TransferConfig(training.FitConfig):
+    """Seed 002's recipe on the project's loop. Each phase is one run of :func:`fer_helpers.training.fit` with its
+    own epochs and learning rate (``epochs`` and ``lr`` are set per phase), one cosine from that rate down (seed
+    002's warm restarts, one cycle per phase); the next phase starts from the weights the previous one kept."""
+
     arch: str = "efficientnet_b0"
     input_size: int = 224
     epochs_per_phase: tuple[int, int, int] = (2, 4, 10)
     lr_per_phase: tuple[float, float, float] = (3e-3, 1e-3, 3e-4)
     batch_size: int = 64
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    warmup_epochs: float = 0.0
     mixup: float = 0.2
     label_smoothing: float = 0.1
-    seed: int = 0
-    device: str = "auto"
 
 
-def train(train_images, train_labels, val_images, val_labels, cfg: TransferConfig, out: Path, log=print) -> dict:
-    from sklearn.metrics import accuracy_score, f1_score
-
+def make_recipe(model: nn.Module, cfg: TransferConfig, val_images: np.ndarray, val_labels: np.ndarray) -> training.Recipe:
+    """The transfer network's part of the loop: CNN-style batched augmentation at 44 px, resized to the
+    network's input; mixup with label smoothing; centre-crop validation."""
     from .cnn import augment, mixup_loss, to_tensor
+
+    device = cfg.resolved_device()
+
+    def prepare(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return to_input(_pixels(augment(to_tensor(xb), gen)), cfg.input_size), yb
+
+    def loss(m: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        return mixup_loss(m, inputs, targets, cfg.mixup, cfg.label_smoothing, gen)
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        pred = predict_proba(m, val_images, cfg.input_size, device, tta="none").argmax(1)
+        return {"score": float((pred == val_labels).mean())}
+
+    return training.Recipe(model, prepare, loss, validate, training.recipe_options(cfg))
+
+
+def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
+          cfg: TransferConfig, out: Path, checkpoint: Path | None = None, resume: bool = False,
+          progress: bool = False, log=print) -> dict:
+    """Three phases through the project's loop (each with a checkpoint, ``<checkpoint stem>_phase<k>.pt``); keep
+    the phase whose kept weights validated best, score them with ten-crop TTA for the card and save them."""
+    from dataclasses import replace
+
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
     from .io import save_weights
 
     torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    device = ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
     model, init = build(cfg.arch)
-    model = model.to(device)
-    x_all, y_all = to_tensor(train_images), torch.from_numpy(train_labels.astype(np.int64))
-    steps = math.ceil(len(x_all) / cfg.batch_size)
-    best, history, t0, card, epoch_no = -1.0, [], time.perf_counter(), {}, 0
+    x, y = torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64))
+    best: training.FitResult | None = None
+    history: list[dict] = []
+    seconds, speeds = 0.0, []
     for phase, (epochs, lr) in enumerate(zip(cfg.epochs_per_phase, cfg.lr_per_phase), start=1):
         for p in model.parameters():
             p.requires_grad_(False)
-        params = phase_parameters(model, cfg.arch, phase)
-        for p in params:
-            p.requires_grad_(True)
-        opt = torch.optim.AdamW(params, lr=lr, weight_decay=1e-4)
-        sched = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(opt, T_0=max(1, epochs * steps))
-        for _ in range(epochs):
-            epoch_no += 1
-            model.train()
-            order = torch.randperm(len(x_all), generator=gen)
-            total = 0.0
-            for k in range(steps):
-                idx = order[k * cfg.batch_size : (k + 1) * cfg.batch_size]
-                crops = augment(x_all[idx], gen)  # (n, 1, 44, 44) in [-1, 1]; the model's preprocessing follows
-                pix = ((crops + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).squeeze(1).numpy()
-                x, y = preprocess(pix, cfg.input_size).to(device), y_all[idx].to(device)
-                loss = mixup_loss(model, x, y, cfg.mixup, cfg.label_smoothing, gen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item()
-            pred = predict_proba(model, val_images, cfg.input_size, device).argmax(1)
-            acc, f1 = accuracy_score(val_labels, pred), f1_score(val_labels, pred, average="macro")
-            history.append({"epoch": epoch_no, "phase": phase, "train_loss": total / steps, "val_accuracy": acc, "val_macro_f1": f1})
-            log(f"{cfg.arch} phase {phase} epoch {epoch_no}: loss {total / steps:.4f}  val accuracy {acc:.4f}")
-            if acc > best:
-                best = acc
-                card = {"config": asdict(cfg), "init": init, "best_epoch": epoch_no, "val_accuracy": acc, "val_macro_f1": f1,
-                        "device": device, "torch": torch.__version__}
-                save_weights(out, model.state_dict(), card)
-    return card | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
+        for p in phase_parameters(model, cfg.arch, phase):
+            p.requires_grad_(True)  # the loop's optimiser takes only these
+        phase_cfg = replace(cfg, epochs=epochs, lr=lr)
+        ck = checkpoint.with_name(f"{checkpoint.stem}_phase{phase}.pt") if checkpoint else None
+        result = training.fit(make_recipe(model, phase_cfg, val_images, val_labels), x, y, phase_cfg, checkpoint=ck,
+                              resume=resume, progress=progress, log=lambda m, k=phase: log(f"{cfg.arch} phase {k}: {m}"))
+        history += [{"phase": phase, **h, "epoch": len(history) + h["epoch"]} for h in result.history]
+        seconds, speeds = seconds + result.train_seconds, speeds + [result.images_per_second]
+        if best is None or result.best_score > best.best_score:
+            best = result
+            best.best_epoch = len(history) - len(result.history) + result.best_epoch  # counted over all phases
+        model = result.model  # the next phase starts from what this one kept
+    kept = best.model.float()
+    pred = predict_proba(kept, val_images, cfg.input_size, best.device, tta="ten_crop").argmax(1)
+    card = {"config": asdict(cfg), "arch": cfg.arch, "init": init, "val_centre_accuracy": best.best_score,
+            "val_accuracy": accuracy_score(val_labels, pred), "val_macro_f1": f1_score(val_labels, pred, average="macro"),
+            "val_tta": "ten_crop", "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
+            "labels": list(CLASSES), "train_images": int(len(train_images)), "val_images": int(len(val_images)),
+            **training.run_facts(best), "epochs_run": len(history), "train_seconds": round(seconds, 1),
+            "images_per_second": round(float(np.mean(speeds)), 1)}
+    save_weights(out, kept.state_dict(), card)
+    return card | {"history": history}
 
 
 def load(path: str | Path, device: str = "cpu") -> tuple[nn.Module, dict]:
@@ -167,12 +196,18 @@ def main(argv=None) -> int:
     ap.add_argument("--arch", choices=list(WEIGHTS), default="efficientnet_b0")
     ap.add_argument("--input-size", type=int, default=224)
     ap.add_argument("--epochs", type=int, nargs=3, default=[2, 4, 10], metavar=("HEAD", "UPPER", "ALL"))
+    ap.add_argument("--device", default="auto", help="auto | cpu | cuda (the data then stays on the GPU)")
+    ap.add_argument("--checkpoint", type=Path, help="default: ~/.cache/fer-study/train/<out name>.pt (one file per phase)")
+    ap.add_argument("--resume", action="store_true", help="continue from the phases' checkpoints if there are any")
     a = ap.parse_args(argv)
     tr, val, _ = data.fer2013_train_val(a.fer2013)
-    cfg = TransferConfig(arch=a.arch, input_size=a.input_size, epochs_per_phase=tuple(a.epochs))
-    card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, log=lambda m: print(m, flush=True))
+    cfg = TransferConfig(arch=a.arch, input_size=a.input_size, epochs_per_phase=tuple(a.epochs), device=a.device)
+    checkpoint = a.checkpoint or training.CHECKPOINT_ROOT / f"{a.out.stem}.pt"
+    a.out.parent.mkdir(parents=True, exist_ok=True)
+    card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, checkpoint=checkpoint, resume=a.resume,
+                 progress=True, log=lambda m: print(m, flush=True))
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2))
-    print(f"best PublicTest accuracy {card['val_accuracy']:.4f} ({card['init']})")
+    print(f"PublicTest accuracy {card['val_accuracy']:.4f} (ten-crop TTA; {card['init']}): {a.out}")
     return 0
 
 

@@ -1,5 +1,6 @@
-import pytest
 import numpy as np
+import pytest
+import torch
 
 from fer_helpers import classify, transfer
 
@@ -18,8 +19,17 @@ def test_phases_unfreeze_head_then_upper_blocks_then_all():
 def test_tiny_three_phase_training_and_the_classifier_wrapper(sample_faces, tmp_path):
     cfg = transfer.TransferConfig(arch="resnet18", input_size=48, epochs_per_phase=(1, 1, 1), batch_size=16)
     x, y = sample_faces.images[:32], sample_faces.labels[:32]
-    card = transfer.train(x, y, x[:8], y[:8], cfg, tmp_path / "resnet18.safetensors", log=lambda *_: None)
+    ck = tmp_path / "ck" / "resnet18.pt"
+    card = transfer.train(x, y, x[:8], y[:8], cfg, tmp_path / "resnet18.safetensors", checkpoint=ck, log=lambda *_: None)
     assert [h["phase"] for h in card["history"]] == [1, 2, 3] and card["init"].startswith("random init")
+    assert [h["epoch"] for h in card["history"]] == [1, 2, 3] and card["val_tta"] == "ten_crop"
+    assert sorted(f.name for f in ck.parent.iterdir()) == [f"resnet18_phase{k}.pt" for k in (1, 2, 3)]
+    # the same run resumed from its finished checkpoints ships the same weights (the project's loop, phase by phase)
+    again = transfer.train(x, y, x[:8], y[:8], cfg, tmp_path / "again.safetensors", checkpoint=ck, resume=True, log=lambda *_: None)
+    assert again["val_accuracy"] == card["val_accuracy"] and again["best_epoch"] == card["best_epoch"]
+    a, b = transfer.load(tmp_path / "resnet18.safetensors")[0], transfer.load(tmp_path / "again.safetensors")[0]
+    for u, v in zip(a.state_dict().values(), b.state_dict().values()):
+        assert torch.equal(u, v)
     clf = classify.create("resnet18", classify.ClassifyContext(weights={"resnet18": str(tmp_path / "resnet18.safetensors")}))
     p = clf.predict_proba(x[:4])
     assert p.shape == (4, 7) and np.allclose(p.sum(1), 1, atol=1e-5)
