@@ -59,7 +59,7 @@ class ClassifyContext:
     batch_size: int = 256
     weights: dict[str, str] | None = None  # classifier name -> weights file or folder
     tta: str = "ten_crop"  # the CNNs' test-time augmentation: ten_crop | flip | none
-    precision: str = "fp32"  # the CNNs' arithmetic: fp32 | bf16 (autocast)
+    precision: str = "fp32"  # the CNNs' and ViTs' arithmetic: fp32 | bf16 (autocast)
 
 
 class Classifier(ABC):
@@ -278,12 +278,12 @@ class _HFViT(Classifier):
             self.model, self.processor = vit.load(path, ctx.device)
         self.labels = [self.model.config.id2label[i] for i in range(self.model.config.num_labels)]
         label_index(self.labels, self.name)  # fail now, with the labels named, if they cannot be mapped
-        self.device, self.batch_size = ctx.device, ctx.batch_size
+        self.device, self.batch_size, self.precision = ctx.device, ctx.batch_size, ctx.precision
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import vit
 
-        return vit.predict_proba(self.model, self.processor, images, self.device, self.batch_size)
+        return vit.predict_proba(self.model, self.processor, images, self.device, self.batch_size, self.precision)
 
 
 @register("vit_fer2013", "vit")

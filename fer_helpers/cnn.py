@@ -258,19 +258,25 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
         card["degradation_mix"] = {"p": cfg.degrade_p, "families": {f: ranges[f] if f in ranges else degrade.PRESETS[f].describe()
                                                                     for f in degrade.AUGMENT_FAMILIES},
                                    "selected_on": "mean of clean and degraded PublicTest centre-crop accuracy"}
-        card["val_accuracy_by_preset"] = preset_accuracies(result.model.float(), val_images, val_labels, device, cfg.seed)
+        card["val_accuracy_by_preset"] = preset_accuracies(result.model.float(), val_images, val_labels, device, cfg.seed,
+                                                           precision=result.precision)
     save_weights(out, result.model.state_dict(), card)
     return card | {"history": result.history}
 
 
 def preset_accuracies(model: nn.Module, images: np.ndarray, labels: np.ndarray, device: str, seed: int,
-                      presets: Sequence[str] = degrade.PRESET_GROUPS["seeds"]) -> dict[str, float]:
-    """Ten-crop accuracy on each preset's degraded copy of the validation faces (the study's seeded degradation)."""
+                      presets: Sequence[str] = degrade.PRESET_GROUPS["seeds"], precision: str = "fp32") -> dict[str, float]:
+    """Ten-crop accuracy on each preset's degraded copy of the validation faces (the study's seeded degradation),
+    with the BatchNorm-folded inference copy of ``model`` in ``precision``."""
     from sklearn.metrics import accuracy_score
 
+    from .compute import for_inference
+
+    fast = for_inference(model, device)
     ids = [f"val/{i}" for i in range(len(images))]
-    return {p: float(accuracy_score(labels, predict_proba(model, degrade.apply_preset(images, ids, degrade.PRESETS[p], seed),
-                                                          device, tta="ten_crop").argmax(1))) for p in presets}
+    return {p: float(accuracy_score(labels, predict_proba(fast, degrade.apply_preset(images, ids, degrade.PRESETS[p], seed),
+                                                          device, tta="ten_crop", precision=precision).argmax(1)))
+            for p in presets}
 
 
 def load(path: str | Path, device: str = "cpu") -> tuple[CompactCNN, dict]:

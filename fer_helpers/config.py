@@ -302,7 +302,7 @@ class ClassificationParams(_Section):
     """The CNNs' deterministic test-time augmentation: ``ten_crop`` (5 fixed 44 px crops and their mirrors, as in
     the model cards), ``flip`` (centre crop and mirror: 5x less work), ``none`` (centre crop)."""
     precision: Literal["fp32", "bf16"] = "fp32"
-    """The CNNs' arithmetic: ``bf16`` runs their convolutions under bf16 autocast, about 2x faster on CPUs with
+    """The CNNs' and ViTs' arithmetic: ``bf16`` runs them under bf16 autocast, about 2x faster on CPUs with
     AVX512-BF16 or AMX and on recent GPUs; a few faces in a thousand may change their answer against ``fp32``."""
 
     @field_validator("vit", "baselines")

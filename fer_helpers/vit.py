@@ -70,14 +70,18 @@ def load(name_or_path: str, device: str = "cpu"):
     return model, processor
 
 
-def predict_proba(model, processor, images: np.ndarray, device: str = "cpu", batch_size: int = 128) -> np.ndarray:
-    """Softmax probabilities in the *model's* label order (``model.config.id2label``) for grey uint8 faces."""
+def predict_proba(model, processor, images: np.ndarray, device: str = "cpu", batch_size: int = 128,
+                  precision: str = "fp32") -> np.ndarray:
+    """Softmax probabilities in the *model's* label order (``model.config.id2label``) for grey uint8 faces;
+    ``precision="bf16"``: the network under bf16 autocast, the softmax in fp32."""
     out = []
     with torch.no_grad():
         for s in range(0, len(images), batch_size):
             rgb = [np.repeat(im[:, :, None], 3, axis=2) for im in images[s : s + batch_size]]
             x = processor(images=rgb, return_tensors="pt")["pixel_values"].to(device)
-            out.append(torch.softmax(model(pixel_values=x).logits, dim=1).cpu().numpy())
+            with training.autocast(device, precision):
+                logits = model(pixel_values=x).logits
+            out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.config.num_labels))
 
 

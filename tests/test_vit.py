@@ -68,3 +68,16 @@ def test_distilled_vit_names_its_teacher(sample_faces, tmp_path):
                      tmp_path / "vit", log=lambda *_: None)
     assert card["teacher"] == {"weights": "teacher.safetensors", "arch": "CompactCNN", "width": 4, "val_accuracy": 0.5}
     assert np.array(card["confusion_matrix"]).sum() == 14
+
+
+def test_bf16_vit_inference_is_really_bf16_and_close_to_fp32(sample_faces):
+    import torch
+
+    torch.manual_seed(0)
+    model, processor = vit.build(vit.ViTTrainConfig(hidden_size=32, layers=1, heads=2))
+    model.eval()
+    p32 = vit.predict_proba(model, processor, sample_faces.images)
+    p16 = vit.predict_proba(model, processor, sample_faces.images, precision="bf16")
+    assert p16.dtype == p32.dtype and not np.array_equal(p16, p32)
+    np.testing.assert_allclose(p16, p32, atol=0.02)
+    np.testing.assert_allclose(p16.sum(1), 1.0, rtol=1e-5)
