@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -110,3 +112,23 @@ def test_a_landmark_classifier_refuses_another_models_file(rng, tmp_path, task):
     with pytest.raises(classify.ClassifierUnavailable, match="holds landmark_mlp weights, not landmark_gcn"):
         classify.create("landmark_gcn", ctx)
     assert landmarks.load(tmp_path / "mlp.safetensors", "landmark_mlp")[1]["config"]["arch"] == "landmark_mlp"
+
+
+def test_landmarker_path_prefers_the_setting_then_the_cache_then_the_bundle_beside_the_checkout(tmp_path, monkeypatch):
+    from fer_helpers.config import parse_params
+    from fer_helpers.stages import classification
+
+    monkeypatch.setattr(Path, "home", lambda: tmp_path / "home")
+    bundle = tmp_path / "shared" / "face_landmarker.task"
+    monkeypatch.setattr(classification, "SHARED_LANDMARKER", bundle)
+    offline = parse_params({"restoration": {"allow_download": False}})
+    cached = tmp_path / "home" / ".cache" / "fer-study" / "face_landmarker.task"
+    assert classification.landmarker_path(offline) == cached  # nothing anywhere: the cache path, which the models name
+    bundle.parent.mkdir(parents=True)
+    bundle.write_bytes(b"task")
+    assert classification.landmarker_path(offline) == bundle
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(b"task")
+    assert classification.landmarker_path(offline) == cached
+    given = parse_params({"restoration": {"allow_download": False}, "classification": {"landmarker": str(tmp_path / "mine.task")}})
+    assert classification.landmarker_path(given) == tmp_path / "mine.task"

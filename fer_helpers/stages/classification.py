@@ -21,7 +21,7 @@ from ..data import CLASSES
 from ..degrade import expand_preset_names
 from ..headlines import write_headline
 from ..io import RunDir, atomic_path, check_archive, read_json, stage_key, weights_files, write_csv, write_json
-from ..paths import MODELS_DIR, resolve_path
+from ..paths import MODELS_DIR, SHARED_DIR, resolve_path
 from ..registry import doc_line
 from .. import plots
 from ..scoring import KEY_SEP, METRIC_COLUMNS, Outcomes, by_condition, headline, metrics_for, per_class, per_class_conditions, showcase_keys, shown, weak_classifiers
@@ -147,10 +147,13 @@ def _path_or_hub_id(value: str) -> str:
 
 
 LANDMARKER_URL = "https://storage.googleapis.com/mediapipe-models/face_landmarker/face_landmarker/float16/1/face_landmarker.task"
+#: the same 478 landmarks, built from the mediapipe wheel's model files (../shared/models/README.md)
+SHARED_LANDMARKER = SHARED_DIR / "models" / "face_landmarker.task"
 
 
 def landmarker_path(params) -> Path:
-    """``classification.landmarker`` if set; else the cached official file, downloaded once (fails fast offline)."""
+    """``classification.landmarker`` if set; else the cached official file, downloaded once (fails fast offline);
+    else the equivalent bundle in ``../shared/models/`` beside the checkout, where there is one (offline machines)."""
     import urllib.request
 
     if params.classification.landmarker:
@@ -161,7 +164,9 @@ def landmarker_path(params) -> Path:
             with urllib.request.urlopen(LANDMARKER_URL, timeout=5) as r, atomic_path(path) as tmp:
                 tmp.write_bytes(r.read())
         except OSError:
-            pass  # the landmark classifiers then report the missing file, with the fix
+            pass  # offline: the bundle below, or the landmark classifiers report the missing file with the fix
+    if not path.is_file() and SHARED_LANDMARKER.is_file():
+        return SHARED_LANDMARKER
     return path
 
 
