@@ -249,7 +249,7 @@ class _Transfer(Classifier):
             raise ClassifierUnavailable(self.name, f"weights file {path} not found", fix)
         with loading(ClassifierUnavailable, self.name, path, f"{self.name} weights file", fix):
             self.model, self.card = transfer.load(path, ctx.device)
-        self.device, self.batch_size, self.tta, self.precision = ctx.device, ctx.batch_size, ctx.tta, ctx.precision
+        self.device, self.batch_size, self.tta = ctx.device, ctx.batch_size, ctx.tta
 
     def raw_probabilities(self, images: np.ndarray) -> np.ndarray:
         from . import transfer

@@ -94,6 +94,10 @@ def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", bat
     return np.concatenate(out) if out else np.zeros((0, len(CLASSES)))
 
 
+#: a frozen teacher: 44 px inputs in [-1, 1] -> logits (for several CNNs: the log of their mean probability)
+Teacher = Callable[[torch.Tensor], torch.Tensor]
+
+
 def mixup_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float, smoothing: float, gen: torch.Generator,
                teacher: Teacher | None = None, distill_alpha: float = 0.0, temperature: float = 4.0) -> torch.Tensor:
     """Cross-entropy with label smoothing on a mixup batch (lambda ~ Beta(alpha, alpha); alpha 0: no mixup);
@@ -113,10 +117,6 @@ def mixup_loss(model: nn.Module, x: torch.Tensor, y: torch.Tensor, alpha: float,
     with torch.no_grad():
         teacher_logits = teacher(x)
     return training.distillation_loss(hard, logits, teacher_logits, distill_alpha, temperature)
-
-
-#: a frozen teacher: 44 px inputs in [-1, 1] -> logits (for several CNNs: the log of their mean probability)
-Teacher = Callable[[torch.Tensor], torch.Tensor]
 
 
 def teacher_files(spec: str) -> list[Path]:

@@ -332,8 +332,6 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
                      precision=precision, device=device)
 
 
-# --- batched augmentation of image batches -------------------------------------------------------
-
 def distillation_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, teacher_logits: torch.Tensor | None,
                       alpha: float, temperature: float) -> torch.Tensor:
     """Hinton et al.'s soft distillation: ``(1 - alpha) hard_loss + alpha T^2 KL(teacher_T || student_T)``;
@@ -345,6 +343,8 @@ def distillation_loss(hard_loss: torch.Tensor, student_logits: torch.Tensor, tea
                   reduction="batchmean", log_target=True)
     return (1 - alpha) * hard_loss + alpha * t * t * kl
 
+
+# --- batched augmentation of image batches -------------------------------------------------------
 
 def _uniform(n: int, lo: float, hi: float, gen: torch.Generator, device: torch.device) -> torch.Tensor:
     return (lo + (hi - lo) * torch.rand(n, generator=gen)).to(device)

@@ -3,8 +3,8 @@
 Three phases: (1) the new head only, (2) the upper blocks as well, (3) everything; mixup 0.2, label
 smoothing 0.1, one cosine cycle per phase (seed 002's warm restarts), deterministic TTA (the ten views of
 :func:`fer_helpers.cnn.tta_views`). Each phase runs on the project's one training loop
-(:mod:`fer_helpers.training`: batched augmentation, bf16 where native, EMA, a checkpoint per epoch, ``--resume``). ImageNet weights are used when they are already in the
-torch hub cache (``~/.cache/torch/hub/checkpoints``); otherwise the network trains from scratch and the
+(:mod:`fer_helpers.training`: batched augmentation, bf16 where native, EMA, a checkpoint per epoch,
+``--resume``). ImageNet weights are used when they are already in the torch hub cache (``~/.cache/torch/hub/checkpoints``); otherwise the network trains from scratch and the
 card says so (they cannot be downloaded here). Augmentation is applied to every training batch (seed
 002 built it and then silently used a dataset without it). Faces go in as 3 equal channels at
 ``input_size`` with ImageNet normalisation. The best epoch is chosen on the validation split (PublicTest).

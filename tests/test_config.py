@@ -178,14 +178,17 @@ def test_a_parameter_file_that_is_not_utf8_is_named(tmp_path):
         load_params(f)
 
 
-def test_restorer_options_are_checked_when_read_and_old_keys_say_where_they_went(tmp_path):
-    params = load_params(write(tmp_path, "restoration:\n  options: {codeformer: {w: 0.5}, unet: {tta: flip}}\n"))
+def test_restorer_options_are_read():
+    params = parse_params({"restoration": {"options": {"codeformer": {"w": 0.5}, "unet": {"tta": "flip"}}}})
     assert params.restoration.options == {"codeformer": {"w": 0.5}, "unet": {"tta": "flip"}}
-    with pytest.raises(ParamsError, match=r"restoration\.options.*nlm: unknown option\(s\) sigma; it takes h_factor"):
-        load_params(write(tmp_path, "restoration:\n  options: {nlm: {sigma: 3}}\n"))
-    with pytest.raises(ParamsError, match=r"unknown restorer.*'nlmm'"):
-        load_params(write(tmp_path, "restoration:\n  options: {nlmm: {h_factor: 1}}\n"))
-    with pytest.raises(ParamsError, match=r"codeformer_w is now restoration\.options: \{codeformer: \{w: 0\.6\}\}"):
-        load_params(write(tmp_path, "restoration: {codeformer_w: 0.6}\n"))
-    with pytest.raises(ParamsError, match=r"unet_tta is now restoration\.options: \{unet: \{tta: flip\}"):
-        load_params(write(tmp_path, "restoration: {unet_tta: flip}\n"))
+
+
+@pytest.mark.parametrize("text, message", [
+    ("restoration:\n  options: {nlm: {sigma: 3}}\n", r"restoration\.options.*nlm: unknown option\(s\) sigma; it takes h_factor"),
+    ("restoration:\n  options: {nlmm: {h_factor: 1}}\n", r"unknown restorer.*'nlmm'"),
+    ("restoration: {codeformer_w: 0.6}\n", r"codeformer_w is now restoration\.options: \{codeformer: \{w: 0\.6\}\}"),
+    ("restoration: {unet_tta: flip}\n", r"unet_tta is now restoration\.options: \{unet: \{tta: flip\}"),
+])
+def test_bad_restorer_options_and_old_keys_say_what_to_write(tmp_path, text, message):
+    with pytest.raises(ParamsError, match=message):
+        load_params(write(tmp_path, text))
