@@ -31,7 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_batching import load  # noqa: E402
 
-from fer_helpers import cnn, landmarks, training, vit  # noqa: E402
+from fer_helpers import cnn, landmarks, training, unet, vit  # noqa: E402
 from fer_helpers.io import save_weights  # noqa: E402
 
 
@@ -81,7 +81,7 @@ def main() -> None:
     ap.add_argument("--images", type=int, default=6144, help="training examples in the measured epoch")
     ap.add_argument("--val", type=int, default=1024, help="validation faces scored after the epoch")
     ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--models", nargs="+", default=["cnn", "vit", "landmark_mlp", "landmark_transformer", "landmark_gcn"])
+    ap.add_argument("--models", nargs="+", default=["cnn", "vit", "unet", "landmark_mlp", "landmark_transformer", "landmark_gcn"])
     ap.add_argument("--precisions", nargs="+", default=["fp32", "bf16"])
     a = ap.parse_args()
     imgs, labels = faces(a.images + a.val)
@@ -93,10 +93,16 @@ def main() -> None:
     # landmark models: points with the shape and scale of real ones (the cost does not depend on the values)
     pts = rng.normal(size=(a.images + a.val, landmarks.N_POINTS, 3)).astype(np.float32)
 
+    degrade_presets = unet.TrainConfig().presets
+
     def setups(name: str, precision: str):
         if name == "cnn":
             cfg = cnn.CNNTrainConfig(precision=precision)
             return cfg, (lambda: cnn.make_recipe(cfg, va_x, va_y)), torch.from_numpy(tr_x), torch.from_numpy(tr_y)
+        if name == "unet":  # the step degrades its batch (numpy, the study's presets): counted in the loop, not the bare step
+            cfg = unet.TrainConfig(precision=precision, val_images=a.val, presets=list(degrade_presets))
+            faces_all = np.concatenate([tr_x, va_x])
+            return cfg, (lambda: unet.make_recipe(cfg, faces_all)[0]), torch.from_numpy(tr_x), torch.zeros(len(tr_x), dtype=torch.int64)
         if name == "vit":
             cfg = vit.ViTTrainConfig(precision=precision, teacher=str(teacher))
             return cfg, (lambda: vit.make_recipe(cfg, va_x, va_y)[0]), torch.from_numpy(tr_x), torch.from_numpy(tr_y)

@@ -22,22 +22,27 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_batching import best_of, load  # noqa: E402
 
-from fer_helpers import degrade, restore, unet  # noqa: E402
+from fer_helpers import degrade, restore, unet  # noqa: E402,F401
 from fer_helpers.paths import MODELS_DIR  # noqa: E402
 
 
 def train_step_ms(clean: np.ndarray, precision: str, steps: int, batch: int = 64) -> float:
-    """Milliseconds per face of a full training step (degrade, forward, L1, backward, AdamW), with ``unet.train``'s own step."""
-    torch.manual_seed(0)
-    model = unet.AttentionUNet().to(memory_format=torch.channels_last).train()
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    rng = np.random.default_rng(0)
-    presets = [degrade.PRESETS["seed003_high"]]
+    """Milliseconds per face of a full training step (degrade, forward, L1, backward, AdamW): the U-Net recipe's
+    own batch preparation and loss (``unet.make_recipe``, what ``training.fit`` runs), one batch after another."""
+    from fer_helpers import training
+
+    cfg = unet.TrainConfig(presets=["seed003_high"], batch_size=batch, val_images=batch, precision=precision, device="cpu")
+    recipe, tr = unet.make_recipe(cfg, clean)
+    model = recipe.model.to(memory_format=torch.channels_last).train()
+    opt = training.make_optimizer(model, cfg)
+    gen = torch.Generator().manual_seed(0)
+    faces, dummy = torch.from_numpy(tr), torch.zeros(batch, dtype=torch.int64)
 
     def step(k: int) -> None:
-        c = clean[(k * batch) % (len(clean) - batch) :][:batch]
-        noisy = unet._degrade_batch(c, presets, rng, k)
-        loss = unet.forward_loss(model, noisy, c, "l1", precision)[2]
+        start = (k * batch) % (len(faces) - batch)
+        inputs, targets = recipe.prepare(faces[start : start + batch], dummy, gen)
+        with training.autocast("cpu", precision):
+            loss = recipe.loss(model, inputs, targets, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()

@@ -140,6 +140,17 @@ def load_teacher(spec: str, device: str = "cpu") -> Teacher:
     return teach
 
 
+def teacher_proba(spec: str, images: np.ndarray, device: str = "cpu", precision: str = "bf16") -> np.ndarray:
+    """The teacher's ten-crop probabilities (N, 7) of whole faces: for several CNNs their mean, as the
+    ``cnn_ensemble`` classifier predicts. For students that cannot take the teacher along (the landmark models
+    see points, not pixels), computed once before training."""
+    from .compute import for_inference
+
+    probas = [predict_proba(for_inference(load(path, device)[0], device), images, device, tta="ten_crop", precision=precision)
+              for path in teacher_files(spec)]
+    return np.mean(probas, axis=0)
+
+
 def teacher_card(spec: str) -> dict:
     """What a student's card says about its teacher: the weights file(s), their width and PublicTest accuracy."""
     from .io import read_card

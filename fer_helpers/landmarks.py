@@ -33,7 +33,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import training
+from . import cnn, training
 from .data import CLASSES
 from .images import as_stack
 from .registry import Unavailable, one_line
@@ -233,18 +233,29 @@ class LandmarkTransformer(nn.Module):
 
 class LandmarkGCN(nn.Module):
     """Residual graph convolutions over the FaceMesh graph; each node's input is its coordinates plus a learned
-    embedding of which landmark it is (without it, mean/max pooling cannot tell a raised brow from a lowered
-    lip), then mean- and max-pooling over the nodes."""
+    embedding of which landmark it is. ``readout="pool"``: mean- and max-pooling over the nodes;
+    ``readout="nodes"``: each node's features projected to ``node_features`` numbers and read in landmark order
+    by a small MLP, so the head knows which landmark moved (pooling over 478 nodes blurs a raised brow into a
+    lowered lip)."""
 
-    def __init__(self, dim: int = 64, layers: int = 3, dropout: float = 0.2, node_embedding: bool = False):
+    def __init__(self, dim: int = 64, layers: int = 3, dropout: float = 0.2, node_embedding: bool = False,
+                 readout: str = "pool", node_features: int = 8, hidden: int = 256):
         super().__init__()
+        if readout not in ("pool", "nodes"):
+            raise ValueError(f"unknown readout {readout!r}; use 'pool' or 'nodes'")
         self.register_buffer("adj", facemesh_adjacency(), persistent=False)  # a constant: not saved with the weights
         self.inp = nn.Linear(3, dim)
         self.node = nn.Parameter(torch.randn(N_POINTS, dim) * 0.02) if node_embedding else None
         self.convs = nn.ModuleList(nn.Linear(dim, dim) for _ in range(layers))
         self.norms = nn.ModuleList(nn.LayerNorm(dim) for _ in range(layers))
         self.drop = nn.Dropout(dropout)
-        self.head = nn.Linear(2 * dim, len(CLASSES))
+        self.readout = readout
+        if readout == "pool":
+            self.head = nn.Linear(2 * dim, len(CLASSES))
+        else:
+            self.node_out = nn.Linear(dim, node_features)
+            self.head = nn.Sequential(nn.Linear(N_POINTS * node_features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(),
+                                      nn.Dropout(0.3), nn.Linear(hidden, len(CLASSES)))
 
     def propagate(self, h: torch.Tensor) -> torch.Tensor:
         """``A_hat @ h`` for node-major features (478, B, D): one sparse product, no transposes."""
@@ -257,7 +268,9 @@ class LandmarkGCN(nn.Module):
         h = F.relu(h + self.node[:, None, :] if self.node is not None else h)
         for conv, norm in zip(self.convs, self.norms):
             h = h + self.drop(F.relu(norm(self.propagate(conv(h)))))  # residual graph convolution
-        return self.head(torch.cat([h.mean(0), h.amax(0)], dim=1))
+        if self.readout == "pool":
+            return self.head(torch.cat([h.mean(0), h.amax(0)], dim=1))
+        return self.head(self.node_out(h).transpose(0, 1).flatten(1))
 
 
 ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransformer, "landmark_gcn": LandmarkGCN}
@@ -265,7 +278,8 @@ ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransforme
 MODEL_OPTIONS: dict[str, dict[str, int | float]] = {
     "landmark_mlp": {"hidden": 512, "dropout": 0.3},
     "landmark_transformer": {"dim": 96, "layers": 3, "heads": 4, "regions": 32, "dropout": 0.1},
-    "landmark_gcn": {"dim": 64, "layers": 3, "dropout": 0.0, "node_embedding": True},  # dropout on (478, B, D) costs a fifth of a step
+    # dropout on (478, B, D) costs a fifth of a step; the node readout's head has its own
+    "landmark_gcn": {"dim": 64, "layers": 3, "dropout": 0.0, "node_embedding": True, "readout": "nodes"},
 }
 DEFAULT_EPOCHS = {"landmark_mlp": 60, "landmark_transformer": 60, "landmark_gcn": 40}
 
@@ -282,6 +296,9 @@ class LandmarkTrainConfig(training.FitConfig):
     precision: str = "fp32"  # the models are small; bf16 gains little and sparse products need fp32
     label_smoothing: float = 0.1
     mirror: bool = True  # mirror faces (x -> -x with the left/right landmarks swapped)
+    teacher: str = ""  # CNN weights file(s), comma-separated: distil their ten-crop probability of each face; empty: none
+    alpha: float = 0.7
+    temperature: float = 4.0
 
 
 def mirror_permutation(mean_face: np.ndarray) -> np.ndarray:
@@ -333,8 +350,13 @@ def _accuracy_counting_missing(model: nn.Module, points: np.ndarray, labels: np.
     return float((pred == labels).mean())
 
 
-def make_recipe(cfg: LandmarkTrainConfig, points: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray) -> training.Recipe:
-    """A landmark model's part of the loop; ``points``: the training faces' landmarks (all found)."""
+def make_recipe(cfg: LandmarkTrainConfig, points: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray,
+                teacher_proba: np.ndarray | None = None) -> training.Recipe:
+    """A landmark model's part of the loop; ``points``: the training faces' landmarks (all found).
+
+    With ``teacher_proba`` (the teacher's probabilities of the same faces, :func:`fer_helpers.cnn.teacher_proba`)
+    and ``cfg.alpha > 0``, the loss is :func:`fer_helpers.training.distillation_loss`; the stored targets are then
+    (label, row) pairs, so that the loss can look up each face's teacher output after the loop shuffles them."""
     if cfg.arch not in ARCHS:
         raise ValueError(f"unknown landmark model {cfg.arch!r}; use one of {sorted(ARCHS)}")
     torch.manual_seed(cfg.seed)
@@ -344,12 +366,20 @@ def make_recipe(cfg: LandmarkTrainConfig, points: np.ndarray, val_points: np.nda
     if hasattr(model, "set_regions"):  # the transformer's tokens: regions of the mean training face
         model.set_regions(mean_face, cfg.seed)
     mirror = torch.from_numpy(mirror_permutation(mean_face)) if cfg.mirror else None
+    if teacher_proba is not None and len(teacher_proba) != len(points):
+        raise ValueError(f"teacher_proba has {len(teacher_proba)} rows for {len(points)} faces")
+    teacher_logits = (torch.from_numpy(np.log(np.clip(teacher_proba, 1e-8, 1.0))).float()
+                      if teacher_proba is not None and cfg.alpha > 0 else None)
 
     def prepare(xb, yb, gen):
         return _augment(xb, gen, mirror), yb
 
     def loss(m, inputs, targets, gen):
-        return F.cross_entropy(m(inputs), targets, label_smoothing=cfg.label_smoothing)
+        if teacher_logits is None:
+            return F.cross_entropy(m(inputs), targets, label_smoothing=cfg.label_smoothing)
+        logits = m(inputs)
+        hard = F.cross_entropy(logits, targets[:, 0], label_smoothing=cfg.label_smoothing)
+        return training.distillation_loss(hard, logits, teacher_logits[targets[:, 1]], cfg.alpha, cfg.temperature)
 
     def validate(m):
         return {"score": _accuracy_counting_missing(m, val_points, val_labels)}
@@ -358,16 +388,21 @@ def make_recipe(cfg: LandmarkTrainConfig, points: np.ndarray, val_points: np.nda
 
 
 def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_labels: np.ndarray, cfg: LandmarkTrainConfig,
-          out: Path, checkpoint: Path | None = None, resume: bool = False, progress: bool = False, log=print) -> dict:
+          out: Path, checkpoint: Path | None = None, resume: bool = False, progress: bool = False, log=print,
+          teacher_proba: np.ndarray | None = None) -> dict:
     """Train through the project's loop on the faces with landmarks; select by validation accuracy counting
-    faces without landmarks as wrong."""
+    faces without landmarks as wrong. ``teacher_proba``: the teacher's probabilities of all training faces
+    (distillation when ``cfg.alpha > 0``)."""
     from sklearn.metrics import confusion_matrix, f1_score
 
     from .io import save_weights
 
     found = ~np.isnan(points[:, 0, 0])
-    recipe = make_recipe(cfg, points[found], val_points, val_labels)
-    result = training.fit(recipe, torch.from_numpy(normalise(points[found])), torch.from_numpy(labels[found].astype(np.int64)),
+    distilled = teacher_proba is not None and cfg.alpha > 0
+    recipe = make_recipe(cfg, points[found], val_points, val_labels, teacher_proba[found] if distilled else None)
+    y = torch.from_numpy(labels[found].astype(np.int64))
+    targets = torch.stack([y, torch.arange(len(y))], 1) if distilled else y
+    result = training.fit(recipe, torch.from_numpy(normalise(points[found])), targets,
                           cfg, checkpoint=checkpoint, resume=resume, progress=progress, log=lambda m: log(f"{cfg.arch} {m}"))
     options = recipe.options["model"]
     proba = predict_proba(result.model, val_points)
@@ -380,6 +415,8 @@ def train(points: np.ndarray, labels: np.ndarray, val_points: np.ndarray, val_la
             "train_faces": int(found.sum()), "train_faces_without_landmarks": int((~found).sum()),
             "val_faces": int(len(val_labels)), "val_faces_without_landmarks": int(np.isnan(val_points[:, 0, 0]).sum()),
             "labels": list(CLASSES), **training.run_facts(result)}
+    if distilled:
+        card["teacher"] = cnn.teacher_card(cfg.teacher) | {"targets": "ten-crop probability of each whole training face"}
     save_weights(out, result.model.state_dict(), card)
     return card | {"history": result.history}
 
@@ -423,17 +460,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--epochs", type=int, default=None, help=f"default per model: {DEFAULT_EPOCHS}")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--resume", action="store_true", help="continue each model from its checkpoint under ~/.cache/fer-study/train/")
+    ap.add_argument("--teacher", default="", help="CNN weights file(s), comma-separated: distil their ten-crop probability "
+                                                   "of each training face (several: their mean, as cnn_ensemble predicts)")
+    ap.add_argument("--alpha", type=float, default=LandmarkTrainConfig.alpha, help="weight of the teacher's term")
+    ap.add_argument("--temperature", type=float, default=LandmarkTrainConfig.temperature)
     a = ap.parse_args(argv)
+    missing = [str(f) for f in cnn.teacher_files(a.teacher) if not f.is_file()]
+    if missing:
+        ap.error(f"--teacher: no such weights file {', '.join(missing)} (CNN weights, e.g. models/cnn/cnn.safetensors)")
     tr, val, _ = data.fer2013_train_val(a.fer2013)
     p_tr, f_tr = extract_cached(tr.images, a.task, a.cache, progress=True)
     p_va, f_va = extract_cached(val.images, a.task, a.cache, progress=True)
     print(f"landmarks found: train {f_tr.mean():.1%} of {len(tr)}, PublicTest {f_va.mean():.1%} of {len(val)}", flush=True)
+    teacher_proba = None
+    if a.teacher and a.alpha > 0:
+        print(f"teacher: ten-crop probabilities of the {len(tr)} training faces from {a.teacher}", flush=True)
+        teacher_proba = cnn.teacher_proba(a.teacher, tr.images)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     for arch in a.archs:
-        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads)
+        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads,
+                                  teacher=a.teacher, alpha=a.alpha, temperature=a.temperature)
         card = train(p_tr, tr.labels, p_va, val.labels, cfg, a.out_dir / f"{arch}.safetensors",
                      checkpoint=training.CHECKPOINT_ROOT / f"{arch}.pt", resume=a.resume, progress=True,
-                     log=lambda m: print(m, flush=True))
+                     log=lambda m: print(m, flush=True), teacher_proba=teacher_proba)
         (a.out_dir / f"{arch}.json").write_text(json.dumps(card, indent=2))
         print(f"{arch}: best PublicTest accuracy {card['val_accuracy']:.4f} (epoch {card['best_epoch']})", flush=True)
     return 0

@@ -7,6 +7,9 @@ the faces restored by one restorer fixed in advance (``statistics.comparison_res
 models/unet_denoiser/README.md). Accuracy with 95% bootstrap intervals; McNemar tests on the same faces
 between the strategies that answer the practitioner's questions, Holm-corrected together; and the robust
 model's cost on clean faces.
+
+Pure functions on the two CNNs' per-face outcomes (:class:`fer_helpers.scoring.Outcomes`) and the run's
+preset table; :mod:`fer_helpers.stages.findings` reads them from a run folder.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import pandas as pd
 
 from . import stats
 from .degrade import FAMILY_NAMES
-from .stages.classification import available_classifiers, outcomes
+from .scoring import Outcomes
 
 CLEAN_CNN, ROBUST_CNN = "cnn", "cnn_robust"
 SEP = "|"
@@ -41,12 +44,10 @@ class Comparison:
     clean_cost: dict  # the robust CNN vs the clean CNN on clean faces
 
 
-def compare(run, restorer: str = "unet_auto", n_boot: int = 1000, seed: int = 0) -> Comparison | None:
-    """The four-way comparison, or None when the run lacks the robust CNN, the clean CNN or any restored preset."""
-    have = available_classifiers(run)
-    if CLEAN_CNN not in have or ROBUST_CNN not in have:
-        return None
-    clean, robust = outcomes(run, CLEAN_CNN), outcomes(run, ROBUST_CNN)
+def compare(clean: Outcomes, robust: Outcomes, presets: pd.DataFrame, restorer: str = "unet_auto", n_boot: int = 1000,
+            seed: int = 0) -> Comparison | None:
+    """The four-way comparison of the clean-trained and the robust CNN (``presets``: the run's
+    ``degradation/presets.csv``), or None when no preset was restored."""
     restorers = sorted({k.split(SEP)[0] for k in clean.pred if k.split(SEP)[1] != "clean"} - {"none"})
     chosen = "fixed in advance (statistics.comparison_restorer, chosen on PublicTest)"
     if restorer not in restorers:
@@ -56,7 +57,7 @@ def compare(run, restorer: str = "unet_auto", n_boot: int = 1000, seed: int = 0)
                              for k in clean.pred if k.startswith(f"{r}{SEP}") and not k.endswith(f"{SEP}clean")]) for r in restorers}
         restorer, chosen = max(gains, key=gains.get), (f"{restorer} was not run: the restorer with the largest mean gain "
                                                        f"for the clean CNN on these faces (selected on them)")
-    presets = pd.read_csv(run.path("degradation", "presets.csv")).set_index("preset")
+    presets = presets.set_index("preset")
     keys = {"clean, unrestored": ("none", clean), "clean, restored": (restorer, clean),
             "robust, unrestored": ("none", robust), "robust, restored": (restorer, robust)}
     rows, tests = [], []
@@ -123,17 +124,12 @@ def sentence(c: Comparison) -> str:
             f"[{100 * cost['difference_lo']:+.1f}, {100 * cost['difference_hi']:+.1f}] ({sig}, {stats.format_p(cost['p'])}).")
 
 
-def curves(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def curves(clean: Outcomes, robust: Outcomes, presets: pd.DataFrame, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Accuracy vs severity of the clean and the robust CNN on unrestored faces, for every single-op family
     (the restored presets are too few for curves): what robust training buys along each severity axis."""
-    have = available_classifiers(run)
-    if CLEAN_CNN not in have or ROBUST_CNN not in have:
-        return pd.DataFrame()
-    presets = pd.read_csv(run.path("degradation", "presets.csv"))
     presets = presets[presets["family"] != presets["preset"]]  # chains have no severity axis
     rows = []
-    for clf, label in ((CLEAN_CNN, "clean CNN"), (ROBUST_CNN, "robust CNN")):
-        o = outcomes(run, clf)
+    for o, label in ((clean, "clean CNN"), (robust, "robust CNN")):
         for _, p in presets.iterrows():
             key = f"none{SEP}{p['preset']}"
             if key in o.pred:

@@ -72,15 +72,28 @@ Validate = Callable[[nn.Module], dict[str, float]]
 
 
 @dataclass
+class Companion:
+    """A second network trained beside the model with its own optimizer and objective (a GAN's discriminator):
+    the loop calls ``step()`` after each of the model's optimizer steps, moves ``module`` to the device and
+    saves it and ``optimizer`` in every checkpoint, so a resumed run continues both."""
+
+    module: nn.Module
+    optimizer: torch.optim.Optimizer
+    step: Callable[[], None]
+
+
+@dataclass
 class Recipe:
     """What a model contributes to the loop: its module, how a stored batch becomes inputs and targets,
-    its loss, how it is validated, and its own settings (recorded in checkpoints and cards)."""
+    its loss, how it is validated, its own settings (recorded in checkpoints and cards) and, rarely, a
+    network trained beside it (:class:`Companion`)."""
 
     model: nn.Module
     prepare: Prepare
     loss: Loss
     validate: Validate
     options: dict[str, Any] = field(default_factory=dict)
+    companion: Companion | None = None
 
 
 def recipe_options(cfg: Any) -> dict[str, Any]:
@@ -226,7 +239,7 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
     ``checkpoint``: file written after every epoch; with ``resume`` an existing one is continued (its
     configuration, the recipe's options included, must be the same as this run's).
     """
-    model, prepare, loss, validate = recipe.model, recipe.prepare, recipe.loss, recipe.validate
+    model, prepare, loss, validate, companion = recipe.model, recipe.prepare, recipe.loss, recipe.validate, recipe.companion
     from tqdm.auto import tqdm
 
     device = cfg.resolved_device()
@@ -240,6 +253,8 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
         model = model.to(memory_format=memory)
     train_x, train_y = train_x.to(device), train_y.to(device)
     opt = make_optimizer(model, cfg)
+    if companion is not None:
+        companion.module.to(device)
     ema = EMA(model, cfg.ema_decay) if cfg.ema_decay > 0 else None
     steps_per_epoch = math.ceil(len(train_x) / cfg.batch_size)
     total_steps, warmup_steps = cfg.epochs * steps_per_epoch, round(cfg.warmup_epochs * steps_per_epoch)
@@ -262,6 +277,9 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
         opt.load_state_dict(ck["optimizer"])
         if ema is not None:
             ema.module.load_state_dict(ck["ema"])
+        if companion is not None:
+            companion.module.load_state_dict(ck["companion"]["module"])
+            companion.optimizer.load_state_dict(ck["companion"]["optimizer"])
         best, history, start_epoch = ck["best"], ck["history"], ck["epoch"]
         seconds_before = ck["seconds"]
         torch.set_rng_state(ck["torch_rng"])
@@ -292,6 +310,8 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
             opt.zero_grad(set_to_none=True)
             batch_loss.backward()
             opt.step()
+            if companion is not None:
+                companion.step()
             if ema is not None:
                 ema.update(model, step)
             total_loss += batch_loss.detach()
@@ -320,6 +340,8 @@ def fit(recipe: Recipe, train_x: torch.Tensor, train_y: torch.Tensor, cfg: FitCo
             _atomic_save({"config": run_config, "epoch": epoch + 1, "model": model.state_dict(),
                           "optimizer": opt.state_dict(), "ema": ema.module.state_dict() if ema is not None else {},
                           "best": best, "history": history, "seconds": row["seconds"],
+                          "companion": ({"module": companion.module.state_dict(), "optimizer": companion.optimizer.state_dict()}
+                                        if companion is not None else {}),
                           "torch_rng": torch.get_rng_state()}, checkpoint)
 
     kept = copy.deepcopy(model)

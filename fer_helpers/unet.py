@@ -9,6 +9,8 @@ faster and never does worse than the identity at initialisation.
 Optional PatchGAN discriminator (seed 003): MSE reconstruction + ``adv_weight`` x least-squares
 adversarial loss.
 
+Training runs through the project's one loop (:func:`fer_helpers.training.fit`: checkpoint every epoch,
+exact ``--resume``, bf16 autocast; the discriminator is the loop's :class:`~fer_helpers.training.Companion`).
 Training pairs are made on the fly from clean Training faces with the project's own degradation
 presets (a new random draw every step); validation pairs are fixed (seeded) and come from a held-out
 part of Training, never from the evaluation split. Training images whose pixels also occur in the
@@ -18,8 +20,6 @@ evaluation split are excluded.
 from __future__ import annotations
 
 import json
-import math
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from . import degrade
+from . import degrade, training
 
 CHANNELS = (16, 32, 64, 128)
 BOTTLENECK = 256
@@ -184,25 +184,29 @@ def denoise(model: AttentionUNet, images: np.ndarray, device: str = "cpu", batch
     return out
 
 
-# ---- training ---------------------------------------------------------------------------------
+# ---- training: the U-Net's recipe for the project's one loop (fer_helpers.training) -------------------
 
 
 @dataclass
-class TrainConfig:
-    presets: list[str] = field(default_factory=lambda: ["seed003_low", "seed003_high", "seed003_sp"])
+class TrainConfig(training.FitConfig):
+    """The U-Net recipe: the loop's options (AdamW, warm-up then cosine down to ``lr * min_lr_ratio``, no EMA
+    unless asked) and the U-Net's own."""
+
     epochs: int = 20
     batch_size: int = 64
     lr: float = 2e-3
-    min_lr: float = 1e-5
+    min_lr_ratio: float = 0.005
+    warmup_epochs: float = 1.0
+    optimizer: str = "adamw"
+    weight_decay: float = 1e-4
+    ema_decay: float = 0.0
+    precision: str = "fp32"  # fp32 | bf16 (autocast; about 2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs)
+    presets: list[str] = field(default_factory=lambda: ["seed003_low", "seed003_high", "seed003_sp"])
     loss: str = "l1"  # l1 | mse | psnr (per-face -PSNR, as NAFNet's PSNRLoss: mild degradations weigh as much as heavy ones)
     adv_weight: float = 0.0  # > 0 adds the PatchGAN (seed 003: 0.001 with MSE)
     val_images: int = 1000
-    seed: int = 0
     init: str | None = None  # fine-tune from these weights
     max_train_images: int | None = None
-    threads: int | None = None
-    device: str = "auto"
-    precision: str = "fp32"  # fp32 | bf16 (autocast; about 2x faster on CPUs with AVX512-BF16 or AMX, and on GPUs)
     impulse_switch: bool = False  # salt-and-pepper fine-tunes: replace only the 0/255 pixels (see AttentionUNet)
 
 
@@ -247,87 +251,86 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"loss {kind!r}: use one of {', '.join(LOSSES)}")
 
 
-def forward_loss(model: AttentionUNet, noisy: np.ndarray, clean: np.ndarray, loss: str = "l1", precision: str = "fp32",
-                 device: str = "cpu") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One training forward pass on a uint8 batch: returns (prediction, target, pixel loss), all fp32."""
-    x, y = to_batch(noisy, device), to_batch(clean, device)
-    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-        pred = model(x).float()  # the residual sum is already fp32 (fp32 input + bf16 residual)
-    return pred, y, pixel_loss(pred, y, loss)
+def _patchgan(cfg: TrainConfig, fake_and_real: list) -> training.Companion:
+    """Seed 003's least-squares PatchGAN, trained after each U-Net step on that step's (restored, clean) faces."""
+    disc = PatchGAN()
+    opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
+
+    def step() -> None:
+        fake, real = fake_and_real.pop()
+        d_real, d_fake = disc(real), disc(fake)
+        loss = 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return training.Companion(disc, opt, step)
+
+
+def make_recipe(cfg: TrainConfig, faces: np.ndarray) -> tuple[training.Recipe, np.ndarray]:
+    """The U-Net's part of the loop and its training faces: ``faces`` split (seeded) into fixed validation pairs
+    (the study's seeded degradation, the presets taking turns) and training faces, degraded afresh every step."""
+    if cfg.loss not in LOSSES:
+        raise ValueError(f"loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
+    if cfg.precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision {cfg.precision!r}: use fp32 or bf16")
+    torch.manual_seed(cfg.seed)
+    perm = np.random.default_rng(cfg.seed).permutation(len(faces))
+    val, tr = faces[perm[: cfg.val_images]], faces[perm[cfg.val_images :]]
+    if cfg.max_train_images:
+        tr = tr[: cfg.max_train_images]
+    presets = [degrade.PRESETS[p] for p in cfg.presets]
+    parts = [(val[k :: len(presets)], p) for k, p in enumerate(presets)]
+    val_clean = np.concatenate([v for v, _ in parts])
+    val_noisy = np.concatenate([degrade.apply_preset(v, [f"val:{p.name}:{i}" for i in range(len(v))], p, seed=cfg.seed) for v, p in parts])
+    model = load_model(cfg.init)[0].train() if cfg.init else AttentionUNet()
+    model.impulse_switch = cfg.impulse_switch
+    device = cfg.resolved_device()
+    fake_and_real: list = []  # the last step's (restored, clean) faces, for the discriminator's own step
+    companion = _patchgan(cfg, fake_and_real) if cfg.adv_weight > 0 else None
+
+    def prepare(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        step_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # from the epoch's generator: resumable
+        clean = xb.cpu().numpy()
+        noisy = _degrade_batch(clean, presets, np.random.default_rng(step_seed), step_seed)
+        return to_batch(noisy, device), to_batch(clean, device)
+
+    def loss(m: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        pred = m(inputs).float()  # the residual sum is already fp32 (fp32 input + bf16 residual)
+        value = pixel_loss(pred, targets, cfg.loss)
+        if companion is not None:
+            d_pred = companion.module(pred)
+            value = value + cfg.adv_weight * F.mse_loss(d_pred.float(), torch.ones_like(d_pred, dtype=torch.float32))
+            fake_and_real[:] = [(pred.detach(), targets)]
+        return value
+
+    def validate(m: nn.Module) -> dict[str, float]:
+        m.eval()
+        with torch.autocast(torch.device(device).type, enabled=False):  # PSNR of the fp32 network, as inference runs it
+            vpsnr, vssim = evaluate(m, val_clean, val_noisy, device)
+        return {"score": vpsnr, "ssim": vssim}
+
+    options = training.recipe_options(cfg) | {"train_faces": int(len(tr)), "val_faces": int(len(val_clean))}
+    return training.Recipe(model, prepare, loss, validate, options, companion), tr
 
 
 def _log(msg: str) -> None:
     print(msg, flush=True)  # flushed: training logs are usually redirected to a file
 
 
-def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log) -> dict:
-    """Train (or fine-tune) on ``faces``; keeps the weights with the best validation PSNR; returns the card dict."""
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {cfg.precision!r}: use fp32 or bf16")
-    if cfg.loss not in LOSSES:
-        raise ValueError(f"loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
-    torch.manual_seed(cfg.seed)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    device = "cuda" if cfg.device == "auto" and torch.cuda.is_available() else ("cpu" if cfg.device == "auto" else cfg.device)
-    rng = np.random.default_rng(cfg.seed)
-    perm = rng.permutation(len(faces))
-    val, tr = faces[perm[: cfg.val_images]], faces[perm[cfg.val_images :]]
-    if cfg.max_train_images:
-        tr = tr[: cfg.max_train_images]
-    presets = [degrade.PRESETS[p] for p in cfg.presets]
-    # fixed validation pairs: the project's seeded degradation, the presets taking turns over the images
-    parts = [(val[k :: len(presets)], p) for k, p in enumerate(presets)]
-    val_clean = np.concatenate([v for v, _ in parts])
-    val_noisy = np.concatenate([degrade.apply_preset(v, [f"val:{p.name}:{i}" for i in range(len(v))], p, seed=cfg.seed) for v, p in parts])
-
-    model = load_model(cfg.init, device)[0].train() if cfg.init else AttentionUNet().to(device)
-    model.impulse_switch = cfg.impulse_switch
-    model = model.to(memory_format=torch.channels_last)  # about 1.4x faster convolutions on CPU
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    steps_per_epoch = math.ceil(len(tr) / cfg.batch_size)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps_per_epoch,
-                                                pct_start=0.05 if cfg.init is None else 0.01, final_div_factor=cfg.lr / cfg.min_lr)
-    disc = PatchGAN().to(device) if cfg.adv_weight > 0 else None
-    dopt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999)) if disc else None
-    best, history, t0 = -1.0, [], time.perf_counter()
-    for epoch in range(cfg.epochs):
-        model.train()
-        order = rng.permutation(len(tr))
-        running = 0.0
-        for step in range(steps_per_epoch):
-            idx = order[step * cfg.batch_size : (step + 1) * cfg.batch_size]
-            clean = tr[idx]
-            noisy = _degrade_batch(clean, presets, rng, step_seed=cfg.seed * 100_000 + epoch * 10_000 + step)
-            pred, y, loss = forward_loss(model, noisy, clean, cfg.loss, cfg.precision, device)
-            if disc is not None:
-                d_pred = disc(pred)
-                loss = loss + cfg.adv_weight * F.mse_loss(d_pred, torch.ones_like(d_pred))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if disc is not None:
-                d_real, d_fake = disc(y), disc(pred.detach())
-                dloss = 0.5 * (F.mse_loss(d_real, torch.ones_like(d_real)) + F.mse_loss(d_fake, torch.zeros_like(d_fake)))
-                dopt.zero_grad(set_to_none=True)
-                dloss.backward()
-                dopt.step()
-            running += loss.item()
-        model.eval()
-        vpsnr, vssim = evaluate(model, val_clean, val_noisy, device)
-        history.append({"epoch": epoch + 1, "train_loss": running / steps_per_epoch, "val_psnr": vpsnr, "val_ssim": vssim,
-                        "seconds": round(time.perf_counter() - t0, 1)})
-        log(f"epoch {epoch + 1}/{cfg.epochs}: loss {running / steps_per_epoch:.5f}  val PSNR {vpsnr:.2f} dB  SSIM {vssim:.4f}  "
-            f"({time.perf_counter() - t0:.0f} s)")
-        if vpsnr > best:
-            best = vpsnr
-            meta = {"config": asdict(cfg), "channels": list(CHANNELS), "bottleneck": BOTTLENECK, "impulse_switch": cfg.impulse_switch, "best_epoch": epoch + 1,
-                    "val_psnr": vpsnr, "val_ssim": vssim, "train_images": int(len(tr)), "device": device,
-                    "torch": torch.__version__, "threads": torch.get_num_threads()}
-            save_model(model, out, meta)
-    card = load_model(out)[1] | {"history": history, "train_seconds": round(time.perf_counter() - t0, 1)}
-    return card
+def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log, checkpoint: Path | None = None, resume: bool = False,
+          progress: bool = False) -> dict:
+    """Train (or fine-tune) through the project's loop on ``faces``; keeps the weights with the best validation
+    PSNR (raw or, with ``ema_decay``, their moving average) and returns the card dict."""
+    recipe, tr = make_recipe(cfg, faces)
+    result = training.fit(recipe, torch.from_numpy(tr), torch.zeros(len(tr), dtype=torch.int64), cfg, checkpoint=checkpoint,
+                          resume=resume, progress=progress, log=log)
+    best = next(h for h in result.history if h["epoch"] == result.best_epoch)
+    meta = {"config": asdict(cfg), "channels": list(CHANNELS), "bottleneck": BOTTLENECK, "impulse_switch": cfg.impulse_switch,
+            "val_psnr": result.best_score, "val_ssim": best[f"{result.best_source}_ssim"], "train_images": int(len(tr)),
+            "torch": torch.__version__, **training.run_facts(result)}
+    save_model(result.model, out, meta)
+    return load_model(out)[1] | {"history": result.history}
 
 
 if __name__ == "__main__":  # `python -m fer_helpers.unet ...`: the commands live above the restorers, in unet_cli

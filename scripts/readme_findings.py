@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fer_helpers.findings import readme_section
+from fer_helpers.stages.findings import readme_section
 from fer_helpers.io import RunDir
 
 START, END = "<!-- findings:start -->", "<!-- findings:end -->"

@@ -19,8 +19,10 @@ LAYERS: list[set[str]] = [
     {"cnn", "unet", "vit", "transfer", "landmarks", "face_priors", "ensemble"},  # models
     {"restore", "classify"},  # the registries the study picks from
     {"config", "scoring", "headlines"},  # a study's parameters, metric tables and recorded headlines
-    {"stages", "stages.data", "stages.degradation", "stages.quality", "stages.restoration", "stages.classification"},
-    {"findings", "strategies", "report", "runner", "predict"},  # what reads the stages' outputs
+    {"comparisons", "strategies"},  # paired comparisons and the strategies on per-face outcomes (notebook 06's numbers)
+    {"stages", "stages.data", "stages.degradation", "stages.quality", "stages.restoration", "stages.classification",
+     "stages.findings"},
+    {"report", "runner", "predict"},  # what reads the stages' outputs
     {"cli", "colab", "unet_cli", "__init__"},  # entry points
 ]
 PLUGIN_EDGES = {("face_priors", "restore")}

@@ -132,3 +132,57 @@ def test_landmarker_path_prefers_the_setting_then_the_cache_then_the_bundle_besi
     assert classification.landmarker_path(offline) == cached
     given = parse_params({"restoration": {"allow_download": False}, "classification": {"landmarker": str(tmp_path / "mine.task")}})
     assert classification.landmarker_path(given) == tmp_path / "mine.task"
+
+
+def test_distillation_looks_up_each_faces_teacher_row_and_the_card_names_it(rng, tmp_path, task):
+    """The stored targets are (label, row) pairs, so after the loop's shuffle each face is still pulled towards
+    its own teacher probabilities: the loss equals the distillation loss against exactly those rows."""
+    import torch.nn.functional as F
+
+    from fer_helpers import cnn, training
+    from fer_helpers.io import save_weights
+
+    teacher = tmp_path / "teacher.safetensors"
+    save_weights(teacher, cnn.CompactCNN(8).state_dict(), {"config": {"width": 8}, "val_accuracy": 0.5})
+    pts = rng.normal(size=(48, 478, 3)).astype(np.float32)
+    labels = np.arange(48) % 7
+    proba = rng.dirichlet(np.ones(7), size=48)
+    cfg = landmarks.LandmarkTrainConfig(arch="landmark_mlp", epochs=1, batch_size=16, teacher=str(teacher), alpha=0.6,
+                                        temperature=2.0)
+    recipe = landmarks.make_recipe(cfg, pts, pts[:8], labels[:8], proba)
+    model = recipe.model.eval()
+    rows = torch.tensor([7, 2, 40, 11])
+    x = torch.from_numpy(landmarks.normalise(pts[rows.numpy()]))
+    y = torch.from_numpy(labels[rows.numpy()])
+    with torch.no_grad():
+        got = recipe.loss(model, x, torch.stack([y, rows], 1), torch.Generator())
+        logits = model(x)
+        want = training.distillation_loss(F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing), logits,
+                                          torch.log(torch.from_numpy(proba[rows.numpy()])).float(), 0.6, 2.0)
+        other = recipe.loss(model, x, torch.stack([y, rows.roll(1)], 1), torch.Generator())
+    assert float(got) == pytest.approx(float(want), rel=1e-5) and float(other) != pytest.approx(float(got), rel=1e-3)
+    card = landmarks.train(pts, labels, pts[:8], labels[:8], cfg, tmp_path / "s.safetensors", log=lambda *_: None,
+                           teacher_proba=proba)
+    assert card["teacher"]["weights"] == "teacher.safetensors" and card["teacher"]["val_accuracy"] == 0.5
+    with pytest.raises(ValueError, match="teacher_proba has 3 rows for 48 faces"):
+        landmarks.make_recipe(cfg, pts, pts[:8], labels[:8], proba[:3])
+
+
+def test_gcn_readouts_and_older_pooled_files_still_load(rng, tmp_path, task):
+    """The node readout keeps which landmark moved; files trained with the pooled readout (no readout option
+    on their card) load as what they are."""
+    from fer_helpers.io import save_weights
+
+    x = torch.from_numpy(rng.normal(size=(4, 478, 3)).astype(np.float32))
+    nodes = landmarks.LandmarkGCN(dim=16, layers=1, readout="nodes", node_features=2).eval()
+    assert nodes(x).shape == (4, 7)
+    swapped = x.clone()
+    swapped[:, [0, 1]] = x[:, [1, 0]]  # two landmarks trade places: the node readout sees it
+    assert not torch.allclose(nodes(x), nodes(swapped))
+    pooled = landmarks.LandmarkGCN(dim=16, layers=1, node_embedding=False)
+    save_weights(tmp_path / "old.safetensors", pooled.state_dict(),
+                 {"config": {"arch": "landmark_gcn"}, "model": {"dim": 16, "layers": 1, "node_embedding": False}})
+    model, _ = landmarks.load(tmp_path / "old.safetensors", "landmark_gcn")
+    assert model.readout == "pool"
+    with pytest.raises(ValueError, match="unknown readout"):
+        landmarks.LandmarkGCN(readout="sum")

@@ -190,7 +190,7 @@ def test_findings_statistics_recompute_and_lead_the_index(smoke):
     """Notebook 06: its tables agree with notebooks 04/05 and with statsmodels; the index leads with findings."""
     from statsmodels.stats.contingency_tables import mcnemar
 
-    from fer_helpers import findings
+    from fer_helpers.stages import findings
 
     _, run, _ = smoke
     head = pd.read_csv(run.path("statistics", "headline.csv"))

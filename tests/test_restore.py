@@ -316,3 +316,33 @@ def test_restorer_options_reach_the_restorer_wherever_it_runs(sample_faces, tmp_
         restore.create("none", replace(CTX, options={"none": {"x": 1}}))
     with pytest.raises(ValueError, match="'mirror'.*use one of none, flip"):
         restore.create("unet", restore.RestoreContext(weights={"unet": str(f)}, options={"unet": {"tta": "mirror"}}))
+
+
+def test_unet_trains_through_the_one_loop_and_a_gan_run_resumes_to_the_same_weights(sample_faces, tmp_path):
+    """The U-Net's recipe runs on training.fit; with the PatchGAN, the discriminator is the loop's companion: it is
+    checkpointed with the U-Net, so a run stopped after epoch 1 and resumed ends with the weights of a run that
+    never stopped (U-Net and discriminator)."""
+    import torch
+
+    from fer_helpers import training
+
+    cfg = unet.TrainConfig(presets=["seed003_sp"], epochs=2, batch_size=16, val_images=8, max_train_images=32,
+                           adv_weight=0.01, loss="mse", seed=3, device="cpu")
+
+    def run(folder, **kw):
+        recipe, tr = unet.make_recipe(cfg, sample_faces.images)
+        result = training.fit(recipe, torch.from_numpy(tr), torch.zeros(len(tr), dtype=torch.int64), cfg,
+                              checkpoint=folder / "ck.pt", progress=False, log=lambda _: None, **kw)
+        return result, recipe.companion.module
+
+    (tmp_path / "a").mkdir(), (tmp_path / "b").mkdir()
+    full, disc_full = run(tmp_path / "a")
+    run(tmp_path / "b", stop_after=1)
+    resumed, disc_resumed = run(tmp_path / "b", resume=True)
+    assert [h["train_loss"] for h in resumed.history] == [h["train_loss"] for h in full.history]
+    for a, b in zip(full.model.state_dict().values(), resumed.model.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    for a, b in zip(disc_full.state_dict().values(), disc_resumed.state_dict().values()):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    start = unet.make_recipe(cfg, sample_faces.images)[0].companion.module.state_dict()
+    assert any(not torch.equal(a, b) for a, b in zip(start.values(), disc_full.state_dict().values()))  # it trained

@@ -82,13 +82,13 @@ def test_vectorised_bootstrap_replicates_equal_scikit_learn(rng):
 def test_findings_sentences_never_read_from_x_to_x():
     import pandas as pd
 
-    from fer_helpers import findings
+    from fer_helpers import comparisons
 
     best = pd.DataFrame([{"a": "auto", "classifier": "cnn", "condition": "seed003_low", "difference": -0.0003,
                           "accuracy_b": 0.51632, "accuracy_a": 0.51602, "p_holm": 1.0, "marked": False, "significant": False}])
     tests = pd.DataFrame(columns=["test", "classifier", "condition", "difference", "accuracy_a", "accuracy_b", "p_holm", "significant", "a"])
     corr = pd.DataFrame(columns=["classifier", "restorer", "spearman_rho", "spearman_p", "n"])
-    (line,) = findings.sentences(tests, best, corr)
+    (line,) = comparisons.sentences(tests, best, corr)
     assert line == "auto lowers cnn accuracy on seed003_low from 51.63% to 51.60% (not significant, p = 1.000, Holm)."
 
 
@@ -118,7 +118,7 @@ def _tests_table(rows):
 
 
 def test_verdict_names_the_faces_each_family_harm_and_gate():
-    from fer_helpers import findings
+    from fer_helpers import comparisons
 
     t = _tests_table([
         {"classifier": "cnn", "condition": "noise_25", "difference": 0.08, "difference_lo": 0.05, "difference_hi": 0.11, "significant": True},
@@ -129,7 +129,7 @@ def test_verdict_names_the_faces_each_family_harm_and_gate():
         {"test": "gate", "a": "unet+gate", "b": "unet", "classifier": "cnn", "condition": "noise_25", "difference": 0.02,
          "difference_lo": 0.01, "difference_hi": 0.03, "significant": True},
     ])
-    text = findings.verdict(t, {"noise_25": "gaussian_noise", "noise_35": "gaussian_noise", "jpeg_10": "jpeg"},
+    text = comparisons.verdict(t, {"noise_25": "gaussian_noise", "noise_35": "gaussian_noise", "jpeg_10": "jpeg"},
                             {"faces_after_audit_and_subsetting": 3309, "note": "PublicTest only", "selected_on_these": True})
     assert text.startswith("Scored on 3,309 faces: PublicTest only (the models were selected on these faces).")
     assert "Gaussian noise: restoration significantly raised the accuracy of cnn (+12.0 points [+9.0, +15.0], unet on noise_35); " \
@@ -141,11 +141,11 @@ def test_verdict_names_the_faces_each_family_harm_and_gate():
 
 
 def test_verdict_says_why_when_nothing_is_significant():
-    from fer_helpers import findings
+    from fer_helpers import comparisons
 
     t = _tests_table([{"classifier": "cnn", "condition": "noise_25", "difference": 0.14, "difference_lo": -0.1,
                        "difference_hi": 0.4, "significant": False}])
-    text = findings.verdict(t, {"noise_25": "gaussian_noise"}, {"faces": 7, "note": "all 7 faces of test/"})
+    text = comparisons.verdict(t, {"noise_25": "gaussian_noise"}, {"faces": 7, "note": "all 7 faces of test/"})
     assert "Nothing that restoration or the gate did was significant. 7 faces are too few" in text
     assert "Restoration never significantly lowered accuracy (1 restored comparisons)." in text
 
@@ -153,11 +153,11 @@ def test_verdict_says_why_when_nothing_is_significant():
 def test_headline_summary_says_why_a_best_restorer_cell_is_empty():
     import pandas as pd
 
-    from fer_helpers import findings
+    from fer_helpers import comparisons
 
     ci = {"accuracy_lo": 0.4, "accuracy_hi": 0.6, "macro_f1": 0.5, "macro_f1_lo": 0.4, "macro_f1_hi": 0.6, "kappa": 0.3}
     head = pd.DataFrame([{"classifier": "cnn", "condition": c, "restorer": r, "accuracy": 0.5, **ci}
                          for c, r in [("clean", "none"), ("noise_25", "none"), ("noise_25", "unet"), ("jpeg_10", "none")]])
     best = pd.DataFrame([{"classifier": "cnn", "condition": "noise_25", "a": "unet", "marked": False, "p_holm": 0.3}])
-    got = findings.headline_summary(head, best).set_index("condition")["best restorer (significant)"]
+    got = comparisons.headline_summary(head, best).set_index("condition")["best restorer (significant)"]
     assert got.to_dict() == {"clean": "", "noise_25": "none significant", "jpeg_10": "not restored in this run"}

@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from fer_helpers import strategies
+from fer_helpers.stages import findings
 from fer_helpers.io import RunDir
 
 
@@ -38,7 +39,7 @@ def test_four_strategies_on_the_same_faces_and_the_robust_cost(tmp_path):
         "cnn_robust": {"none|clean": _hits(n, 276), "none|noise_25": _hits(n, 240), "unet_auto|noise_25": _hits(n, 236),
                        "none|jpeg_10": _hits(n, 202), "unet_auto|jpeg_10": _hits(n, 203)},
     }
-    c = strategies.compare(_fake_run(tmp_path, right, labels), "unet_auto", n_boot=500, seed=0)
+    c = findings.strategy_comparison(_fake_run(tmp_path, right, labels), "unet_auto", n_boot=500, seed=0)
     assert c.restorer == "unet_auto" and c.chosen.startswith("fixed in advance")
     acc = c.accuracy.set_index(["preset", "strategy"])["accuracy"]
     assert acc[("noise_25", "clean, restored")] == pytest.approx(0.5) and acc[("noise_25", "robust, unrestored")] == pytest.approx(0.6)
@@ -58,11 +59,11 @@ def test_four_strategies_on_the_same_faces_and_the_robust_cost(tmp_path):
 def test_without_the_fixed_restorer_the_best_one_is_chosen_and_said_so(tmp_path):
     n, labels = 70, np.arange(70) % 7
     keys = {"none|clean": _hits(n, 50), "none|noise_25": _hits(n, 20), "median|noise_25": _hits(n, 30), "nlm|noise_25": _hits(n, 25)}
-    c = strategies.compare(_fake_run(tmp_path, {"cnn": keys, "cnn_robust": keys}, labels), "unet_auto", n_boot=200)
+    c = findings.strategy_comparison(_fake_run(tmp_path, {"cnn": keys, "cnn_robust": keys}, labels), "unet_auto", n_boot=200)
     assert c.restorer == "median" and "selected on them" in c.chosen
 
 
 def test_no_comparison_without_the_robust_model(tmp_path):
     n, labels = 14, np.arange(14) % 7
     run = _fake_run(tmp_path, {"cnn": {"none|clean": _hits(n, 5), "unet_auto|noise_25": _hits(n, 5), "none|noise_25": _hits(n, 5)}}, labels)
-    assert strategies.compare(run) is None and strategies.curves(run).empty
+    assert findings.strategy_comparison(run) is None and findings.robust_curves(run).empty

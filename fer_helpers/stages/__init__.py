@@ -9,6 +9,6 @@ notebook           stage module         writes into the run folder
 02_quality_check   quality              quality/
 03_restoration     restoration          restored/, restoration/ (models/ when it trains)
 04_vit, 05_base..  classification       classification/
-06_visualization   (fer_helpers.findings, which reads all of the above)
+06_visualization   findings             statistics/ (reads all of the above)
 =================  ===================  =================================================
 """

@@ -1,36 +1,36 @@
-"""The study's answers, computed from the files a run wrote (notebook 06).
+"""Paired comparisons of the study's conditions and what they say, on per-face outcomes (notebook 06's numbers).
 
-Everything here reads ``classification/<classifier>.npz`` (per-face probabilities for every condition)
-and ``restoration/metrics.csv``; every number in a table or sentence is computed here, in that run.
+Pure functions on :class:`fer_helpers.scoring.Outcomes` (each classifier's per-face answers under every
+(restorer, condition) key) and on the tables they give; reading them from a run folder is the job of
+:mod:`fer_helpers.stages.findings`.
 
 Paired comparisons are on the same faces: McNemar's test on right/wrong outcomes, Holm-corrected within
-each classifier's family of tests; 95% bootstrap intervals resample faces with the run's seed.
+each classifier's family of tests; 95% bootstrap intervals resample faces with the run's seed. Every number
+in a sentence is read from these tables.
 """
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import pandas as pd
 
-from . import scoring, stats, strategies
-from .data import CLASSES
+from . import scoring, stats
+from .data import CLASSES, DEMONSTRATION_FACES
 from .degrade import FAMILY_NAMES
 from .scoring import Outcomes
-from .stages import classification, degradation, restoration
-from .stages import data as data_stage
-from .stages.classification import available_classifiers, classifier_table, outcomes  # noqa: F401 - notebook 06 calls them here
 
 SEP = scoring.KEY_SEP
 
 
-def headline_table(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def headline_table(outcomes: Mapping[str, Outcomes], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """Classifier x condition (clean, each preset unrestored, each preset restored by each restorer) with
     accuracy, macro-F1 and kappa, and 95% bootstrap intervals for accuracy and macro-F1."""
     from sklearn.metrics import cohen_kappa_score
 
     rows = []
-    for clf in available_classifiers(run):
-        o = outcomes(run, clf)
+    for clf, o in outcomes.items():
         for key, pred in o.pred.items():
             restorer, condition = key.split(SEP)
             b = stats.bootstrap_accuracy_f1(o.labels, pred, n_boot, seed)
@@ -40,14 +40,13 @@ def headline_table(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def paired_tests(run, n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+def paired_tests(outcomes: Mapping[str, Outcomes], n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
     """McNemar tests on the same faces, Holm-corrected per classifier:
     degraded vs clean (what the degradation costs), restored vs degraded (what each restorer wins back),
     and the gate: ``r+gate`` vs ``r``. ``difference_lo``/``difference_hi``: the paired bootstrap 95% interval
     of the accuracy difference."""
     rows = []
-    for clf in available_classifiers(run):
-        o = outcomes(run, clf)
+    for clf, o in outcomes.items():
         keys = list(o.pred)
         presets = sorted({k.split(SEP)[1] for k in keys} - {"clean"})
         restorers = [r for r in dict.fromkeys(k.split(SEP)[0] for k in keys) if r != "none"]
@@ -97,11 +96,10 @@ def best_overall(best: pd.DataFrame, default: str = "auto") -> str:
     return str(best.groupby("a")["difference"].mean().idxmax()) if len(best) else default
 
 
-def psnr_vs_accuracy(run, tests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Per (classifier, restorer): correlation across presets of the mean PSNR gain and the accuracy gain;
-    returns (correlations, the per-preset points)."""
-    rest = pd.read_csv(run.path("restoration", "metrics.csv"))
-    rest = rest[rest["condition"] != "clean"]
+def psnr_vs_accuracy(restoration_metrics: pd.DataFrame, tests: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Per (classifier, restorer): correlation across presets of the mean PSNR gain and the accuracy gain
+    (``restoration_metrics``: notebook 03's per-face table); returns (correlations, the per-preset points)."""
+    rest = restoration_metrics[restoration_metrics["condition"] != "clean"]
     rest = rest.assign(gain=(rest["psnr"] - rest["psnr_degraded"]).where(np.isfinite(rest["psnr"]) & np.isfinite(rest["psnr_degraded"])))
     psnr_gain = rest.groupby(["restorer", "condition"])["gain"].mean().rename("psnr_gain").reset_index()
     r = tests[(tests["test"] == "restoration") & (tests["condition"] != "clean")].rename(columns={"a": "restorer"})
@@ -175,8 +173,6 @@ def verdict(tests: pd.DataFrame, families: dict[str, str], evaluation: dict) -> 
     bootstrap intervals): which faces were scored; per degradation family, which classifiers a restorer
     significantly helped and by how much; whether restoration ever significantly hurt; whether the gate mattered.
     ``families`` maps each preset to its family (``degradation/presets.csv``)."""
-    from .data import DEMONSTRATION_FACES
-
     faces = int(evaluation.get("faces_after_audit_and_subsetting", evaluation.get("faces", 0)))
     where = evaluation.get("note", "the run's faces")
     selected = " (the models were selected on these faces)" if evaluation.get("selected_on_these") else ""
@@ -226,49 +222,23 @@ def verdict(tests: pd.DataFrame, families: dict[str, str], evaluation: dict) -> 
     return " ".join(out)
 
 
-def robustness(run, head: pd.DataFrame) -> pd.DataFrame:
-    """Accuracy per (classifier, restorer, preset) with each preset's family and severity, for robustness curves."""
-    presets = pd.read_csv(run.path("degradation", "presets.csv")).rename(columns={"preset": "condition"})
+def robustness(presets: pd.DataFrame, head: pd.DataFrame) -> pd.DataFrame:
+    """Accuracy per (classifier, restorer, preset) with each preset's family and severity (``presets``: the
+    run's ``degradation/presets.csv``), for robustness curves."""
+    presets = presets.rename(columns={"preset": "condition"})
     return head.merge(presets[["condition", "family", "severity"]], on="condition", how="inner").sort_values(["family", "severity"])
 
 
-def flips(run, classifier: str, condition: str, restorer: str, n: int) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Faces whose prediction flipped after restoration: first wrong->right, then right->wrong.
-    Rows for ``plots.face_grid``: clean, degraded, restored; labels say true class and the two predictions."""
-
-    o = outcomes(run, classifier)
+def flipped_faces(o: Outcomes, condition: str, restorer: str, n: int) -> tuple[np.ndarray, list[str]]:
+    """Up to ``n`` faces whose answer restoration fixed (wrong -> right), then up to ``n`` it broke, with labels
+    naming the true class and the two answers."""
     before, after = o.pred[f"none{SEP}{condition}"], o.pred[f"{restorer}{SEP}{condition}"]
     fixed = np.flatnonzero((before != o.labels) & (after == o.labels))[:n]
     broken = np.flatnonzero((before == o.labels) & (after != o.labels))[:n]
     picks = np.r_[fixed, broken].astype(int)
-    clean = data_stage.load_clean(run)
     name = lambda k: CLASSES[k] if k >= 0 else "no answer"  # noqa: E731
     labels = [f"{'fixed' if i in set(fixed) else 'broken'}: {CLASSES[o.labels[i]]} ({name(before[i])} -> {name(after[i])})" for i in picks]
-    rows = {"clean": clean.images[picks], condition: degradation.load_degraded(run, condition, clean.ids)[picks],
-            restorer: restoration.load_restored(run, restorer, condition, clean.ids)[picks]}
-    return rows, labels
-
-
-def gradcam_overlay(run, params, condition: str, restorer: str, n: int) -> tuple[np.ndarray, list[str]] | None:
-    """Grad-CAM of the CNN (its true-class evidence) on clean / degraded / restored copies of ``n`` faces, as one
-    RGB mosaic (rows: the three conditions; red: the map). None when the CNN is not available."""
-    from . import classify, cnn
-
-    try:
-        clf = classify.create("cnn", classification.context_for(params, run))
-    except classify.ClassifierUnavailable:
-        return None
-    clean = data_stage.load_clean(run)
-    idx = np.random.default_rng(params.seed).choice(len(clean), size=min(n, len(clean)), replace=False)
-    rows = [clean.images[idx], degradation.load_degraded(run, condition, clean.ids)[idx],
-            restoration.load_restored(run, restorer, condition, clean.ids)[idx]]
-    mosaic = []
-    for faces in rows:
-        cam = cnn.gradcam(clf.model, faces, target=clean.labels[idx])
-        g = faces.astype(np.float32) * 0.6
-        rgb = np.stack([g + 102 * cam, g, g], axis=-1).clip(0, 255).astype(np.uint8)
-        mosaic.append(np.concatenate(list(rgb), axis=1))
-    return np.concatenate(mosaic, axis=0), ["clean", condition, restorer]
+    return picks, labels
 
 
 def showcase(o: Outcomes, preset: str, restored: int = 2) -> list[str]:
@@ -302,61 +272,3 @@ def headline_summary(head: pd.DataFrame, best: pd.DataFrame) -> pd.DataFrame:
                         "restored accuracy": fmt(r, "accuracy")})
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def unavailable(run) -> pd.DataFrame:
-    """Restorers and classifiers that could not run here, with the reason and the fix (they are absent, not gaps)."""
-    r = pd.read_csv(run.path("restoration", "restorers.csv"))
-    c = classifier_table(run)
-    rows = [{"kind": "restorer", "name": x["restorer"], "reason": x["reason"], "fix": x["fix"]} for _, x in r[~r["available"].astype(bool)].iterrows()]
-    rows += [{"kind": "classifier", "name": x["classifier"], "reason": x["reason"], "fix": x["fix"]} for _, x in c[~c["available"].astype(bool)].iterrows()]
-    return pd.DataFrame(rows, columns=["kind", "name", "reason", "fix"])
-
-
-def build(params, run) -> dict[str, pd.DataFrame | list[str]]:
-    """Compute notebook 06's tables and findings and write them to ``statistics/`` (CSV, and findings.json)."""
-    from .io import write_csv, write_json
-
-    S = params.statistics
-    for classifiers, stage in ((params.classification.vit, "vit"), (params.classification.baselines, "baselines")):
-        classification.build(params, run, classifiers, stage=stage, progress=params.show_progress)  # upstream, when run alone
-    head = headline_table(run, n_boot=params.statistics.n_boot, seed=params.seed)
-    tests = paired_tests(run, n_boot=params.statistics.n_boot, seed=params.seed)
-    best = best_restorers(tests) if len(tests) else pd.DataFrame()
-    corr, points = psnr_vs_accuracy(run, tests) if len(tests) else (pd.DataFrame(), pd.DataFrame())
-    lines = sentences(tests, best, corr) if len(tests) else ["No classifier could be scored in this run (see 'Not in this run')."]
-    out = run.path("statistics")
-    for name, df in {"headline": head, "tests": tests, "best_restorers": best, "psnr_vs_accuracy": corr, "psnr_accuracy_points": points}.items():
-        write_csv(out / f"{name}.csv", df)
-    comparison = strategies.compare(run, S.comparison_restorer, S.n_boot, params.seed)
-    if comparison is not None:
-        write_csv(out / "strategies.csv", comparison.accuracy)
-        write_csv(out / "strategies_tests.csv", comparison.tests)
-    presets = pd.read_csv(run.path("degradation", "presets.csv"))
-    answer = verdict(tests, dict(zip(presets["preset"], presets["family"])), data_stage.read_evaluation(run))
-    if comparison is not None:
-        answer += " " + strategies.sentence(comparison)
-    write_json(out / "findings.json", {"verdict": answer, "findings": lines, "n_boot": S.n_boot, "seed": params.seed})
-    return {"head": head, "tests": tests, "best": best, "corr": corr, "points": points, "lines": lines, "verdict": answer,
-            "strategies": comparison}
-
-
-def readme_section(run) -> str:
-    """Markdown for the README's "What the study found": the run's verdict and, per classifier, clean, degraded
-    and restored accuracy (from the run's files; regenerated by ``scripts/readme_findings.py``)."""
-    from .io import read_json
-
-    answer = read_json(run.path("statistics", "findings.json"))["verdict"]
-    head = scoring.headline(classification.read_metrics(run), data_stage.load_clean(run).labels)
-    pct = lambda v: "" if pd.isna(v) else f"{v:.1%}"  # noqa: E731
-    lines = [answer, "",
-             "| classifier | clean | degraded (mean, all presets) | best restorer | degraded, restored presets | restored | note |",
-             "|---|---|---|---|---|---|---|"]
-    for _, h in head.iterrows():
-        lines.append(f"| {h['classifier']} | {pct(h['clean accuracy'])} | {pct(h['degraded accuracy (mean over presets)'])} | "
-                     f"{h['best restorer on average'] or 'none run'} ({h['restored presets']} presets) | "
-                     f"{pct(h['degraded accuracy on those presets'])} | {pct(h['restored accuracy on those presets'])} | {h.get('note', '')} |")
-    params = read_json(run.path("versions.json")) if run.path("versions.json").is_file() else {}
-    lines += ["", f"Generated from the run folder `{run.root.name}` (git {params.get('git_commit', 'unknown')}) by "
-              "`scripts/readme_findings.py`; accuracies are scikit-learn's on the same faces in every column."]
-    return "\n".join(lines)
