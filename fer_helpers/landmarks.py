@@ -204,11 +204,16 @@ class LandmarkTransformer(nn.Module):
     """Transformer over region tokens: the 478 landmarks fall into ``regions`` spatial groups (k-means on the
     mean training face, :meth:`set_regions`; saved with the weights); each group's points are embedded as one
     token by a per-landmark linear map (a block-diagonal embedding of the group's concatenated coordinates,
-    so no point is averaged away), then ``layers`` pre-norm encoder layers and a mean-pooled head.
+    so no point is averaged away), then ``layers`` pre-norm encoder layers. ``readout="mean"``: a head on the
+    mean token; ``readout="tokens"``: a head on all tokens in region order, which keeps which region said what.
     Attention over 32 tokens instead of 478 makes it trainable on a CPU in minutes."""
 
-    def __init__(self, dim: int = 64, layers: int = 2, heads: int = 4, regions: int = 32, dropout: float = 0.1):
+    def __init__(self, dim: int = 64, layers: int = 2, heads: int = 4, regions: int = 32, dropout: float = 0.1,
+                 readout: str = "mean"):
         super().__init__()
+        if readout not in ("mean", "tokens"):
+            raise ValueError(f"unknown readout {readout!r}; use 'mean' or 'tokens'")
+        self.readout = readout
         self.n_regions = regions
         self.register_buffer("region", torch.arange(N_POINTS) % regions)  # placeholder until set_regions
         self.point_embed = nn.Parameter(torch.randn(N_POINTS, 3, dim) * (N_POINTS / regions * 3) ** -0.5)
@@ -216,7 +221,10 @@ class LandmarkTransformer(nn.Module):
         nn.init.normal_(self.region_pos, std=0.02)
         layer = nn.TransformerEncoderLayer(dim, heads, 2 * dim, dropout, batch_first=True, norm_first=True)
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)  # no padding: nothing to nest
-        self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(CLASSES)))
+        if readout == "mean":
+            self.head = nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, len(CLASSES)))
+        else:
+            self.head = nn.Sequential(nn.LayerNorm(dim), nn.Flatten(), nn.Dropout(0.3), nn.Linear(regions * dim, len(CLASSES)))
 
     def set_regions(self, mean_face: np.ndarray, seed: int = 0) -> None:
         """Group the landmarks by k-means (scikit-learn) on the in-plane positions of a mean normalised face."""
@@ -228,7 +236,8 @@ class LandmarkTransformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = torch.einsum("bpc,pcd->bpd", x, self.point_embed)  # (B, 478, dim)
         tokens = h.new_zeros(h.shape[0], self.n_regions, h.shape[2]).index_add_(1, self.region, h) + self.region_pos
-        return self.head(self.encoder(tokens).mean(1))
+        encoded = self.encoder(tokens)
+        return self.head(encoded.mean(1) if self.readout == "mean" else encoded)
 
 
 class LandmarkGCN(nn.Module):
@@ -277,7 +286,7 @@ ARCHS = {"landmark_mlp": LandmarkMLP, "landmark_transformer": LandmarkTransforme
 #: each model's size options (keyword arguments of its class), as trained for the shipped weights
 MODEL_OPTIONS: dict[str, dict[str, int | float]] = {
     "landmark_mlp": {"hidden": 512, "dropout": 0.3},
-    "landmark_transformer": {"dim": 96, "layers": 3, "heads": 4, "regions": 32, "dropout": 0.1},
+    "landmark_transformer": {"dim": 96, "layers": 3, "heads": 4, "regions": 32, "dropout": 0.1, "readout": "tokens"},
     # dropout on (478, B, D) costs a fifth of a step; the node readout's head has its own
     "landmark_gcn": {"dim": 64, "layers": 3, "dropout": 0.0, "node_embedding": True, "readout": "nodes"},
 }
@@ -475,7 +484,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher_proba = None
     if a.teacher and a.alpha > 0:
         print(f"teacher: ten-crop probabilities of the {len(tr)} training faces from {a.teacher}", flush=True)
-        teacher_proba = cnn.teacher_proba(a.teacher, tr.images)
+        teacher_proba = cnn.teacher_proba(a.teacher, tr.images, cache=a.cache.parent)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     for arch in a.archs:
         cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads,

@@ -124,3 +124,25 @@ def test_bf16_inference_is_really_bf16_and_close_to_fp32(sample_faces):
     np.testing.assert_allclose(p16, p32, atol=0.02)
     np.testing.assert_allclose(p16.sum(1), 1.0, rtol=1e-5)
     assert (p16.argmax(1) == p32.argmax(1)).mean() >= 0.9
+
+
+def test_teacher_probabilities_are_cached_by_weights_and_pixels(tmp_path, monkeypatch):
+    """The landmark models' teacher output is computed once: a rerun with the same weights and faces reads the
+    cache; other faces or other weights are computed afresh (never served from another input's entry)."""
+    from fer_helpers.io import save_weights
+
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    for seed, path in ((0, a), (1, b)):
+        torch.manual_seed(seed)
+        save_weights(path, cnn.CompactCNN(8).state_dict(), {"config": {"width": 8}})
+    faces = np.random.default_rng(0).integers(0, 256, (6, 48, 48), dtype=np.uint8)
+    calls = []
+    real = cnn.predict_proba
+    monkeypatch.setattr(cnn, "predict_proba", lambda *args, **kw: calls.append(1) or real(*args, **kw))
+    first = cnn.teacher_proba(f"{a},{b}", faces, precision="fp32", cache=tmp_path / "cache")
+    assert len(calls) == 2 and first.shape == (6, 7) and np.allclose(first.sum(1), 1)
+    again = cnn.teacher_proba(f"{a},{b}", faces, precision="fp32", cache=tmp_path / "cache")
+    assert len(calls) == 2 and np.array_equal(first, again)
+    cnn.teacher_proba(f"{a},{b}", faces[::-1].copy(), precision="fp32", cache=tmp_path / "cache")
+    cnn.teacher_proba(str(a), faces, precision="fp32", cache=tmp_path / "cache")
+    assert len(calls) == 5 and len(list((tmp_path / "cache").glob("teacher_*.npy"))) == 3

@@ -186,3 +186,20 @@ def test_gcn_readouts_and_older_pooled_files_still_load(rng, tmp_path, task):
     assert model.readout == "pool"
     with pytest.raises(ValueError, match="unknown readout"):
         landmarks.LandmarkGCN(readout="sum")
+
+
+def test_transformer_token_readout_keeps_region_order_and_older_files_load_as_mean_pooled(rng, tmp_path):
+    from fer_helpers.io import save_weights
+
+    tokens = landmarks.LandmarkTransformer(dim=16, layers=1, heads=2, regions=4, dropout=0.0, readout="tokens").eval()
+    encoded = torch.randn(2, 4, 16)
+    # the head reads the tokens in region order: swapping two tokens changes the answer, which a mean cannot see
+    assert not torch.allclose(tokens.head(encoded), tokens.head(encoded[:, [1, 0, 2, 3]]))
+    assert tokens(torch.from_numpy(rng.normal(size=(2, 478, 3)).astype(np.float32))).shape == (2, 7)
+    old = landmarks.LandmarkTransformer(dim=16, layers=1, heads=2, regions=4)
+    save_weights(tmp_path / "old.safetensors", old.state_dict(),
+                 {"config": {"arch": "landmark_transformer"}, "model": {"dim": 16, "layers": 1, "heads": 2, "regions": 4}})
+    model, _ = landmarks.load(tmp_path / "old.safetensors", "landmark_transformer")
+    assert model.readout == "mean"
+    with pytest.raises(ValueError, match="unknown readout"):
+        landmarks.LandmarkTransformer(readout="cls")
