@@ -205,3 +205,38 @@ def test_the_ensemble_reuses_the_cnn_pass_on_the_same_faces(sample_faces, monkey
     np.testing.assert_allclose(both, single, atol=1e-6)
     classify.create("cnn", ctx).predict_proba(sample_faces.images[6:9])  # other faces: computed
     assert len(calls) == 2
+
+
+def test_faces_scored_before_are_not_scored_again_and_get_the_same_answer(sample_faces, tmp_path, monkeypatch):
+    """A gate leaves most faces as they were and some restorers change nothing: the stage scores each distinct
+    face once per classifier and copies its probabilities to every later condition holding the same pixels."""
+    from fer_helpers.io import RunDir
+    from fer_helpers.stages import classification
+
+    clean = sample_faces
+    faces = clean.images
+    changed = faces.copy()
+    changed[::3] = 255 - changed[::3]  # a third of the faces differ from the clean ones
+    conditions = {"none|clean": faces, "gate|clean": faces.copy(), "r|noise": changed}
+    seen = []
+
+    class Counting(classify.Classifier):
+        name, family = "counting", "cnn"
+
+        def raw_probabilities(self, images):
+            seen.append(len(images))
+            p = np.full((len(images), 7), 0.01)
+            p[np.arange(len(images)), images.reshape(len(images), -1).sum(1) % 7] = 0.94
+            return p
+
+    monkeypatch.setattr(classify, "create", lambda name, ctx: Counting())
+    run = RunDir(tmp_path)
+    run.path("classification").mkdir(parents=True)
+    metrics, _ = classification.score(run, clean, list(conditions), lambda r, c: conditions[f"{r}|{c}"], ["counting"],
+                                      None, "baselines", progress=False)
+    n_distinct = len({f.tobytes() for f in faces})
+    assert seen == [n_distinct, len(range(0, len(faces), 3))]  # the repeated condition costs nothing
+    proba = classification.load_probabilities(run, "counting")["proba"]
+    for k, images in enumerate(conditions.values()):  # every row is what scoring those very faces gives
+        np.testing.assert_allclose(proba[k], Counting().predict_proba(images), rtol=0, atol=1e-7)
+    assert metrics["accuracy"].iloc[0] == metrics["accuracy"].iloc[1]

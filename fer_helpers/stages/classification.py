@@ -81,10 +81,15 @@ def score(run, clean, keys: Sequence[str], load, classifiers: Sequence[str], ctx
             table.append({"classifier": name, "available": False, "family": "", "reason": e.reason, "fix": e.fix, "description": ""})
     # condition-major: each condition's faces are read once and every classifier scores them in turn
     proba = {name: np.empty((len(keys), len(clean), len(CLASSES)), np.float32) for name in models}
+    first_seen: dict[bytes, tuple[int, int]] = {}  # a face's pixels -> (condition, face) where it was first scored
     for k, key in enumerate(tqdm(keys, desc="conditions", disable=not progress or not models)):
         images = load(*key.split(KEY_SEP))
+        new, copies = _unseen_faces(images, k, first_seen)
         for name, clf in models.items():
-            proba[name][k] = clf.predict_proba(images)
+            if len(new):
+                proba[name][k, new] = clf.predict_proba(images[new])
+            if len(copies):  # pixels scored before (a gate's untouched faces, a restorer's no-op): the same answer
+                proba[name][k, copies[:, 0]] = proba[name][copies[:, 1], copies[:, 2]]
     for name, clf in models.items():
         with atomic_path(out_dir / f"{name}.npz") as tmp, open(tmp, "wb") as f:
             np.savez_compressed(f, ids=clean.ids, labels=clean.labels, keys=np.array(keys), proba=proba[name])
@@ -99,6 +104,23 @@ def score(run, clean, keys: Sequence[str], load, classifiers: Sequence[str], ctx
     write_csv(out_dir / f"{stage}_classifiers.csv", table)
     write_json(confusion_path, confusion)
     return metrics, table
+
+
+def _unseen_faces(images: np.ndarray, k: int, first_seen: dict[bytes, tuple[int, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """Split condition ``k``'s faces into those whose pixels no earlier face had (indices, to score) and copies
+    (rows ``(face, earlier condition, earlier face)``); records the new ones in ``first_seen``. Classifiers are
+    deterministic per face, so a copy's probabilities are the earlier face's."""
+    import hashlib
+
+    new, copies = [], []
+    for i, face in enumerate(np.ascontiguousarray(images)):
+        digest = hashlib.sha1(face.tobytes()).digest()
+        if digest in first_seen:
+            copies.append((i, *first_seen[digest]))
+        else:
+            first_seen[digest] = (k, i)
+            new.append(i)
+    return np.array(new, dtype=np.int64), np.array(copies, dtype=np.int64).reshape(-1, 3)
 
 
 def score_folder(params: StudyParams, run: RunDir, classifiers: Sequence[str], progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
