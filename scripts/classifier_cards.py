@@ -60,6 +60,8 @@ def row(path: Path, card: dict, hardware: str) -> str:
             recipe += f"; distilled from the mean probability of {members} ({t['arch']}s, PublicTest)"
         else:
             recipe += f"; distilled from {t['weights']} ({t['arch']}, PublicTest {t['val_accuracy']:.4f})"
+        if t.get("targets"):  # a teacher that saw other inputs than the student (landmark models: whole faces)
+            recipe += f"; teacher targets: {t['targets']}"
     epochs_run = card.get("epochs_run") or len(card.get("history", [])) or cfg.get("epochs")
     kept = f"{card['best_epoch']}" + (f", {card['kept_weights']}" if card.get("kept_weights") else "")
     acc = f"{card['val_accuracy']:.4f}" + (f" ({card['val_tta']} TTA)" if card.get("val_tta") else "")
