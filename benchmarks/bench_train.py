@@ -93,14 +93,12 @@ def main() -> None:
     # landmark models: points with the shape and scale of real ones (the cost does not depend on the values)
     pts = rng.normal(size=(a.images + a.val, landmarks.N_POINTS, 3)).astype(np.float32)
 
-    degrade_presets = unet.TrainConfig().presets
-
     def setups(name: str, precision: str):
         if name == "cnn":
             cfg = cnn.CNNTrainConfig(precision=precision)
             return cfg, (lambda: cnn.make_recipe(cfg, va_x, va_y)), torch.from_numpy(tr_x), torch.from_numpy(tr_y)
         if name == "unet":  # the step degrades its batch (numpy, the study's presets): counted in the loop, not the bare step
-            cfg = unet.TrainConfig(precision=precision, val_images=a.val, presets=list(degrade_presets))
+            cfg = unet.TrainConfig(precision=precision, val_images=a.val)
             faces_all = np.concatenate([tr_x, va_x])
             return cfg, (lambda: unet.make_recipe(cfg, faces_all)[0]), torch.from_numpy(tr_x), torch.zeros(len(tr_x), dtype=torch.int64)
         if name == "vit":

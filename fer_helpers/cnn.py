@@ -153,22 +153,27 @@ def teacher_cache_path(spec: str, images: np.ndarray, precision: str, cache: Pat
     return Path(cache) / f"teacher_{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:24]}.npy"
 
 
+def member_probas(files: Sequence[str | Path], images: np.ndarray, device: str = "cpu", tta: str = "ten_crop",
+                  precision: str = "fp32") -> list[np.ndarray]:
+    """Each CNN weights file's probabilities (N, 7) of ``images``, with its BatchNorm-folded inference copy."""
+    from .compute import for_inference
+
+    return [predict_proba(for_inference(load(f, device)[0], device), images, device, tta=tta, precision=precision)
+            for f in files]
+
+
 def teacher_proba(spec: str, images: np.ndarray, device: str = "cpu", precision: str = "bf16",
                   cache: Path | None = None) -> np.ndarray:
     """The teacher's ten-crop probabilities (N, 7) of whole faces: for several CNNs their mean, as the
     ``cnn_ensemble`` classifier predicts. For students that cannot take the teacher along (the landmark models
-    see points, not pixels), computed once before training (about 10 minutes for FER2013 Training and three
-    CNNs on 2 cores). ``cache``: a folder where the result is kept (:func:`teacher_cache_path`), so a rerun
-    reuses it."""
-    from .compute import for_inference
+    see points, not pixels), computed once before training. ``cache``: a folder where the result is kept
+    (:func:`teacher_cache_path`), so a rerun reuses it."""
     from .io import atomic_path
 
     path = teacher_cache_path(spec, images, precision, cache) if cache is not None else None
     if path is not None and path.is_file():
         return np.load(path)
-    probas = [predict_proba(for_inference(load(f, device)[0], device), images, device, tta="ten_crop", precision=precision)
-              for f in teacher_files(spec)]
-    out = np.mean(probas, axis=0)
+    out = np.mean(member_probas(teacher_files(spec), images, device, "ten_crop", precision), axis=0)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:

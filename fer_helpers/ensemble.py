@@ -24,12 +24,8 @@ def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     from . import cnn
-    from .compute import for_inference
 
-    probas = []
-    for path in members:
-        model, _ = cnn.load(path)
-        probas.append(cnn.predict_proba(for_inference(model), images, tta=tta))
+    probas = cnn.member_probas(members, images, tta=tta)
     pred = np.mean(probas, axis=0).argmax(1)
     return {"members": [Path(p).name for p in members],
             "member_val_accuracy": [accuracy_score(labels, p.argmax(1)) for p in probas],

@@ -384,11 +384,11 @@ def make_recipe(cfg: LandmarkTrainConfig, points: np.ndarray, val_points: np.nda
         return _augment(xb, gen, mirror), yb
 
     def loss(m, inputs, targets, gen):
-        if teacher_logits is None:
-            return F.cross_entropy(m(inputs), targets, label_smoothing=cfg.label_smoothing)
         logits = m(inputs)
-        hard = F.cross_entropy(logits, targets[:, 0], label_smoothing=cfg.label_smoothing)
-        return training.distillation_loss(hard, logits, teacher_logits[targets[:, 1]], cfg.alpha, cfg.temperature)
+        labels = targets if teacher_logits is None else targets[:, 0]
+        hard = F.cross_entropy(logits, labels, label_smoothing=cfg.label_smoothing)
+        teacher = None if teacher_logits is None else teacher_logits[targets[:, 1]]
+        return training.distillation_loss(hard, logits, teacher, cfg.alpha, cfg.temperature)
 
     def validate(m):
         return {"score": _accuracy_counting_missing(m, val_points, val_labels)}

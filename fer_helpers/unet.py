@@ -251,7 +251,7 @@ def pixel_loss(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Ten
     raise ValueError(f"loss {kind!r}: use one of {', '.join(LOSSES)}")
 
 
-def _patchgan(cfg: TrainConfig, fake_and_real: list) -> training.Companion:
+def _patchgan(fake_and_real: list) -> training.Companion:
     """Seed 003's least-squares PatchGAN, trained after each U-Net step on that step's (restored, clean) faces."""
     disc = PatchGAN()
     opt = torch.optim.Adam(disc.parameters(), lr=2e-4, betas=(0.5, 0.999))
@@ -272,8 +272,7 @@ def make_recipe(cfg: TrainConfig, faces: np.ndarray) -> tuple[training.Recipe, n
     (the study's seeded degradation, the presets taking turns) and training faces, degraded afresh every step."""
     if cfg.loss not in LOSSES:
         raise ValueError(f"loss {cfg.loss!r}: use one of {', '.join(LOSSES)}")
-    if cfg.precision not in ("fp32", "bf16"):
-        raise ValueError(f"precision {cfg.precision!r}: use fp32 or bf16")
+    training.resolve_precision(cfg.precision, cfg.resolved_device())  # a bad name fails here, before any work
     torch.manual_seed(cfg.seed)
     perm = np.random.default_rng(cfg.seed).permutation(len(faces))
     val, tr = faces[perm[: cfg.val_images]], faces[perm[cfg.val_images :]]
@@ -287,7 +286,7 @@ def make_recipe(cfg: TrainConfig, faces: np.ndarray) -> tuple[training.Recipe, n
     model.impulse_switch = cfg.impulse_switch
     device = cfg.resolved_device()
     fake_and_real: list = []  # the last step's (restored, clean) faces, for the discriminator's own step
-    companion = _patchgan(cfg, fake_and_real) if cfg.adv_weight > 0 else None
+    companion = _patchgan(fake_and_real) if cfg.adv_weight > 0 else None
 
     def prepare(xb: torch.Tensor, yb: torch.Tensor, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         step_seed = int(torch.randint(0, 2**31 - 1, (1,), generator=gen))  # from the epoch's generator: resumable
