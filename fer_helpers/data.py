@@ -15,10 +15,11 @@ Unreadable or corrupt files are never fatal and never silent: each is recorded i
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -113,27 +114,44 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
 
     from tqdm.auto import tqdm
 
+    from .compute import map_threads
+
+    with tqdm(total=len(files), desc=f"read {split}", disable=not progress, leave=False) as bar:
+        # one thread: most of a small file's time is Pillow's Python, which threads would only contend for
+        records = _read_files(files, root, read_face, bar)
     ids, images, labels, shas, skipped = [], [], [], [], []
-    for f, cls in tqdm(files, desc=f"read {split}", disable=not progress, leave=False):
-        rel = f.relative_to(root).as_posix()
-        if f.suffix.lower() not in IMAGE_SUFFIXES:
-            skipped.append((rel, f"not an image file (suffix {f.suffix or 'none'})"))
-            continue
-        try:
-            raw = f.read_bytes()
-            with Image.open(f) as im:
-                arr = read_face(im)
-        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-            skipped.append((rel, f"unreadable: {type(e).__name__}: {str(e)[:120]}"))
-            continue
-        if arr is None:
-            skipped.append((rel, "no face found by the detector (data.detect_faces)"))
+    for rel, cls, arr, sha, reason in records:
+        if reason:
+            skipped.append((rel, reason))
             continue
         ids.append(rel)
         images.append(arr)
         labels.append(cls)
-        shas.append(hashlib.sha1(raw).hexdigest())
+        shas.append(sha)
     return _assemble(ids, images, labels, split, skipped, base, shas)
+
+
+def _read_files(files: list[tuple[Path, int]], root: Path, read_face: Callable[[Image.Image], np.ndarray | None],
+                bar: Any) -> list[tuple[str, int, np.ndarray | None, str, str]]:
+    """(id, class, face, sha1 of the file, why it was skipped or "") for each file, in order."""
+    records = []
+    for f, cls in files:
+        rel, arr, sha, reason = f.relative_to(root).as_posix(), None, "", ""
+        if f.suffix.lower() not in IMAGE_SUFFIXES:
+            reason = f"not an image file (suffix {f.suffix or 'none'})"
+        else:
+            try:
+                raw = f.read_bytes()
+                with Image.open(io.BytesIO(raw)) as im:  # the bytes already read (hashed below), not a second read
+                    arr = read_face(im)
+                sha = hashlib.sha1(raw).hexdigest()
+                if arr is None:
+                    reason = "no face found by the detector (data.detect_faces)"
+            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+                reason = f"unreadable: {type(e).__name__}: {str(e)[:120]}"
+        records.append((rel, cls, arr, sha, reason))
+        bar.update()
+    return records
 
 
 def load_csv(path: str | Path, usage: str) -> Dataset:

@@ -33,7 +33,11 @@ if TYPE_CHECKING:  # pandas is imported where a table is built, not at import ti
 
 def image_rng(seed: int, preset: str, image_id: str, step: int = 0) -> np.random.Generator:
     """The random generator for one (seed, preset, image, step)."""
-    return np.random.default_rng(np.random.SeedSequence([seed, stable_hash(preset), stable_hash(image_id), step]))
+    return _rng(seed, stable_hash(preset), image_id, step)
+
+
+def _rng(seed: int, preset_hash: int, image_id: str, step: int) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, preset_hash, stable_hash(image_id), step]))
 
 
 def _to_uint8(x: np.ndarray) -> np.ndarray:
@@ -42,15 +46,19 @@ def _to_uint8(x: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------------
 # Operations. Signature: op(images, rngs, **params) -> images. ``rngs`` holds one generator per
-# image; deterministic operations ignore it.
+# image (None for the operations not in RANDOM_OPS, which ignore it).
 # --------------------------------------------------------------------------------------------
 
 
 def gaussian_noise(images: np.ndarray, rngs: Sequence[np.random.Generator], sigma: float) -> np.ndarray:
     """Additive white Gaussian noise, ``sigma`` in grey levels (0-255), added in float, then clipped."""
     images = as_stack(images)
-    noise = np.stack([rng.standard_normal(images.shape[1:]) for rng in rngs]) if len(images) else 0.0
-    return _to_uint8(images.astype(np.float64) + sigma * noise)
+    noisy = np.empty(images.shape)
+    for row, rng in zip(noisy, rngs):
+        rng.standard_normal(out=row)
+    noisy *= sigma  # in place: sigma * noise + image, the same arithmetic without temporaries
+    noisy += images
+    return _to_uint8(noisy)
 
 
 def gaussian_blur(images: np.ndarray, rngs: Sequence[np.random.Generator], sigma: float) -> np.ndarray:
@@ -63,14 +71,46 @@ def gaussian_blur(images: np.ndarray, rngs: Sequence[np.random.Generator], sigma
 
 
 def jpeg(images: np.ndarray, rngs: Sequence[np.random.Generator], quality: int) -> np.ndarray:
-    """JPEG compression at ``quality`` (1-95) with Pillow's encoder (baseline, grayscale)."""
+    """JPEG compression at ``quality`` (1-95) with Pillow's encoder (baseline, grayscale).
+
+    Faces whose sides are multiples of 8 go through one JPEG as tiles of a mosaic: baseline grayscale
+    JPEG codes every 8x8 block on its own (no chroma subsampling, no smoothing across blocks), so each
+    tile comes back exactly as its own file would (a test checks it), for one encoder call instead of
+    one per face."""
     images = as_stack(images)
+    n, h, w = images.shape
+    if n > 1 and h % 8 == 0 and w % 8 == 0:
+        return _jpeg_mosaic(images, int(quality))
     out = np.empty_like(images)
     for i, img in enumerate(images):
-        buf = io.BytesIO()
-        Image.fromarray(img, mode="L").save(buf, format="JPEG", quality=int(quality))
-        buf.seek(0)
-        out[i] = np.asarray(Image.open(buf).convert("L"))
+        out[i] = _jpeg_roundtrip(img, int(quality))
+    return out
+
+
+def _jpeg_roundtrip(image: np.ndarray, quality: int) -> np.ndarray:
+    buf = io.BytesIO()
+    Image.fromarray(image, mode="L").save(buf, format="JPEG", quality=quality)
+    buf.seek(0)
+    with Image.open(buf, formats=["JPEG"]) as decoded:
+        return np.asarray(decoded.convert("L"))
+
+
+#: tiles per mosaic row; rows are added up to JPEG's largest side, then a new mosaic starts
+_MOSAIC_COLUMNS, _JPEG_MAX_SIDE = 64, 65_535
+
+
+def _jpeg_mosaic(images: np.ndarray, quality: int) -> np.ndarray:
+    n, h, w = images.shape
+    per_mosaic = _MOSAIC_COLUMNS * max(_JPEG_MAX_SIDE // h, 1)
+    out = np.empty_like(images)
+    for start in range(0, n, per_mosaic):
+        chunk = images[start : start + per_mosaic]
+        rows = -(-len(chunk) // _MOSAIC_COLUMNS)
+        tiles = np.zeros((rows * _MOSAIC_COLUMNS, h, w), np.uint8)
+        tiles[: len(chunk)] = chunk
+        mosaic = tiles.reshape(rows, _MOSAIC_COLUMNS, h, w).transpose(0, 2, 1, 3).reshape(rows * h, _MOSAIC_COLUMNS * w)
+        back = _jpeg_roundtrip(np.ascontiguousarray(mosaic), quality)
+        out[start : start + len(chunk)] = back.reshape(rows, h, _MOSAIC_COLUMNS, w).transpose(0, 2, 1, 3).reshape(-1, h, w)[: len(chunk)]
     return out
 
 
@@ -112,6 +152,8 @@ OPS: dict[str, tuple[Callable[..., np.ndarray], str, tuple[float, float]]] = {
     "low_resolution": (low_resolution, "factor", (1.0, 48.0)),
     "salt_and_pepper": (salt_and_pepper, "amount", (0.0, 1.0)),
 }
+#: the operations that draw from their per-image generators
+RANDOM_OPS = frozenset({"gaussian_noise", "salt_and_pepper"})
 
 
 # --------------------------------------------------------------------------------------------
@@ -273,14 +315,23 @@ def apply_preset(
     preset: Preset,
     seed: int,
 ) -> np.ndarray:
-    """Degrade a batch. Result for each image depends only on (its pixels, its id, preset name, seed)."""
+    """Degrade a batch. Result for each image depends only on (its pixels, its id, preset name, seed), so
+    the batch is split between threads (``compute.map_threads``) with the same result."""
+    from .compute import map_threads
+
     images = as_stack(images)
     if len(ids) != len(images):
         raise ValueError(f"{len(ids)} ids for {len(images)} images")
+    return map_threads(_apply_steps, images, np.asarray(ids, dtype=str), preset=preset, seed=seed)
+
+
+def _apply_steps(images: np.ndarray, ids: np.ndarray, preset: Preset, seed: int) -> np.ndarray:
     out = images
+    preset_hash = stable_hash(preset.name)
     for k, step in enumerate(preset.steps):
         fn, pname, _ = OPS[step.op]
-        rngs = [image_rng(seed, preset.name, str(i), k) for i in ids]
+        # deterministic operations ignore their generators: only the random ones pay for seeding
+        rngs = [_rng(seed, preset_hash, str(i), k) for i in ids] if step.op in RANDOM_OPS else [None] * len(ids)
         out = fn(out, rngs, **{pname: step.value})
     return out
 

@@ -1,6 +1,7 @@
 """Worker processes and inference copies give the same numbers as the plain code."""
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -102,3 +103,20 @@ def test_an_unreachable_dask_scheduler_is_named_with_the_fix():
             compute.dask_client()
     finally:
         compute.configure(parse_params({}))
+
+
+def test_threads_join_chunks_in_order_and_may_nest(monkeypatch):
+    monkeypatch.setattr(compute, "_WORKERS", 3)
+    x = np.arange(900)
+
+    def parts(a):
+        inner = compute.map_threads(lambda b: b * 10, a, min_chunk=100)  # a nested call must not wait on its own pool
+        return a * 2, [int(v) for v in a[:1]], pd.DataFrame({"v": inner})
+
+    doubled, firsts, frame = compute.map_threads(parts, x, min_chunk=256)
+    np.testing.assert_array_equal(doubled, x * 2)
+    assert firsts == [0, 300, 600]  # three chunks, joined in order
+    pd.testing.assert_frame_equal(frame, pd.DataFrame({"v": x * 10}))
+    seen = []
+    compute.map_threads(lambda a: seen.append(len(a)) or a, x[:300], min_chunk=256)
+    assert seen == [300]  # too few rows to split: one call in this thread

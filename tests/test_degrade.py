@@ -154,3 +154,29 @@ def test_robust_cnn_training_degrades_only_training_batches(sample_faces, tmp_pa
         x, torch.zeros(16, dtype=torch.long), torch.Generator().manual_seed(0))
     assert torch.equal(a, b) and not torch.equal(a, c)
     assert torch.equal(x, before)  # the stored training faces are never modified
+
+
+def test_jpeg_mosaic_gives_each_face_its_own_files_pixels(sample_faces, monkeypatch):
+    x = np.concatenate([sample_faces.images] * 5)[:300]
+    x[7] = 0  # a flat tile between busy ones
+    monkeypatch.setattr(degrade, "_JPEG_MAX_SIDE", 96)  # two rows of 64 tiles per mosaic: three mosaics here
+    for q in (5, 20, 75):
+        alone = np.stack([degrade._jpeg_roundtrip(face, q) for face in x])
+        np.testing.assert_array_equal(degrade.jpeg(x, [], quality=q), alone)
+        assert not np.array_equal(alone, x)
+    odd = np.ascontiguousarray(x[:3, :45, :44])  # sides not multiples of 8: one file per face
+    np.testing.assert_array_equal(degrade.jpeg(odd, [], quality=20), np.stack([degrade._jpeg_roundtrip(f, 20) for f in odd]))
+
+
+def test_degrading_in_threads_gives_the_one_thread_faces(sample_faces, monkeypatch):
+    from fer_helpers import compute
+
+    reps = 10
+    images = np.concatenate([sample_faces.images] * reps)
+    ids = [f"{i}/{k}" for k in range(reps) for i in sample_faces.ids]
+    assert len(images) >= 512
+    for name in ("seed000_chain", "sp_0.05", "lowres_x4"):
+        monkeypatch.setattr(compute, "_WORKERS", 1)
+        one = apply_preset(images, ids, PRESETS[name], 3)
+        monkeypatch.setattr(compute, "_WORKERS", 2)
+        np.testing.assert_array_equal(apply_preset(images, ids, PRESETS[name], 3), one)

@@ -78,3 +78,57 @@ def test_detector_table_is_paired_and_correct(sample_faces):
     assert det.loc["blur_3", "false_alarm_rate"] == pytest.approx(clean_flag)
     roc = quality.roc_points(scores, "blur_3", "blur")
     assert roc["tpr"].iloc[-1] == 1.0 and roc["fpr"].iloc[0] == 0.0
+
+
+def _many(faces, n=600):
+    """``n`` faces (the sample repeated, each copy shifted in brightness) with distinct ids: enough rows for
+    ``compute.map_threads`` to split."""
+    reps = -(-n // len(faces.images))
+    images = np.concatenate([np.clip(faces.images.astype(int) + k, 0, 255).astype(np.uint8) for k in range(reps)])[:n]
+    ids = [f"{i}/{k}" for k in range(reps) for i in faces.ids][:n]
+    return images, ids
+
+
+def test_noise_sigma_is_scikit_images_estimator_face_by_face(sample_faces):
+    from skimage.restoration import estimate_sigma
+
+    x = sample_faces.images[:30]
+    x = np.concatenate([x, apply_preset(x, sample_faces.ids[:30], PRESETS["seed000_chain"], 0),
+                        np.full((1, 48, 48), 9, np.uint8), np.pad(x[:1, :, :20], ((0, 0), (0, 0), (0, 28)))])
+    with pytest.warns(RuntimeWarning):  # scikit-image's NaN for the constant face
+        ref = np.array([estimate_sigma(im.astype(np.float64), channel_axis=None) for im in x])
+    assert np.isnan(ref[-2]) and quality.noise_sigma(x)[-2] == 0
+    np.testing.assert_array_equal(quality.noise_sigma(x), np.nan_to_num(ref, nan=0.0))  # bit for bit
+
+
+def test_laplacian_variance_equals_scipys_mirrored_correlation(rng):
+    from scipy import ndimage
+
+    kernel = np.array([[0, 1, 0], [1, -4, 1], [0, 1, 0]], dtype=np.float64)[None]
+    for shape in [(5, 48, 48), (3, 7, 5), (2, 1, 6), (2, 6, 1)]:
+        x = rng.integers(0, 256, size=shape, dtype=np.uint8)
+        ref = ndimage.correlate(x.astype(np.float64), kernel, mode="mirror").reshape(len(x), -1).var(axis=1)
+        np.testing.assert_array_equal(quality.laplacian_variance(x), ref)
+    assert quality.laplacian_variance(np.zeros((0, 48, 48), np.uint8)).shape == (0,)
+
+
+def test_blockiness_equals_its_float_definition(sample_faces):
+    x = np.concatenate([sample_faces.images[:10], apply_preset(sample_faces.images[:10], sample_faces.ids[:10], PRESETS["jpeg_10"], 0)])
+    f = x.astype(np.float64)
+    dh, dv = np.abs(np.diff(f, axis=2)), np.abs(np.diff(f, axis=1))
+    bh, bv = np.arange(47) % 8 == 7, np.arange(47) % 8 == 7
+    on = (dh[:, :, bh].sum(axis=(1, 2)) + dv[:, bv, :].sum(axis=(1, 2))) / (48 * bh.sum() * 2)
+    off = (dh[:, :, ~bh].sum(axis=(1, 2)) + dv[:, ~bv, :].sum(axis=(1, 2))) / (48 * (~bh).sum() * 2)
+    np.testing.assert_array_equal(quality.blockiness(x), (on + 1e-6) / (off + 1e-6))
+
+
+def test_measuring_in_threads_gives_the_one_thread_table(sample_faces, monkeypatch):
+    from fer_helpers import compute
+
+    images, ids = _many(sample_faces)
+    degraded = apply_preset(images, ids, PRESETS["seed000_chain"], 0)
+    monkeypatch.setattr(compute, "_WORKERS", 1)
+    one = quality._measure(degraded)
+    monkeypatch.setattr(compute, "_WORKERS", 2)
+    quality._MEMO.clear()
+    pd.testing.assert_frame_equal(quality.measure(degraded), one, check_exact=True)
