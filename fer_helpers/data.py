@@ -114,8 +114,6 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
 
     from tqdm.auto import tqdm
 
-    from .compute import map_threads
-
     with tqdm(total=len(files), desc=f"read {split}", disable=not progress, leave=False) as bar:
         # one thread: most of a small file's time is Pillow's Python, which threads would only contend for
         records = _read_files(files, root, read_face, bar)

@@ -19,7 +19,6 @@ The verdict flags an image when any enabled threshold is crossed; the flags say 
 from __future__ import annotations
 
 import hashlib
-import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from statistics import NormalDist
