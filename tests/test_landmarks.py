@@ -100,6 +100,26 @@ def test_mirror_augmentation_flips_half_the_faces(rng):
     assert 150 < int(mirrored.sum()) < 250
 
 
+def test_augmentation_is_its_definition_face_by_face(rng):
+    """The batched 3x3 maps equal the per-face recipe: mirror (re-order, negate x), rotate and scale x/y,
+    scale z, add 0.01 jitter, with the same draws in the same order."""
+    import torch
+
+    x = torch.from_numpy(rng.normal(size=(64, 478, 3)).astype(np.float32))
+    perm = torch.from_numpy(rng.permutation(478))
+    out = landmarks._augment(x, torch.Generator().manual_seed(3), perm)
+    gen = torch.Generator().manual_seed(3)
+    ang, scale = (torch.rand(64, generator=gen) * 2 - 1) * 0.17, 1 + (torch.rand(64, generator=gen) * 2 - 1) * 0.05
+    flip = torch.rand(64, generator=gen) < 0.5
+    jitter = 0.01 * torch.randn(x.shape, generator=gen)
+    for i in range(64):
+        p = x[i, perm] * torch.tensor([-1.0, 1.0, 1.0]) if flip[i] else x[i]
+        c, s = torch.cos(ang[i]) * scale[i], torch.sin(ang[i]) * scale[i]
+        want = torch.stack([c * p[:, 0] - s * p[:, 1], s * p[:, 0] + c * p[:, 1], p[:, 2] * scale[i]], 1) + jitter[i]
+        torch.testing.assert_close(out[i], want, atol=1e-5, rtol=1e-5)
+    assert 20 < int(flip.sum()) < 44
+
+
 def test_a_landmark_classifier_refuses_another_models_file(rng, tmp_path, task):
     from fer_helpers import classify
 
