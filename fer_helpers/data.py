@@ -355,7 +355,7 @@ def select_subset(ds: Dataset, subset: str, source: str) -> tuple[Dataset, dict]
     why = ("it holds only the other half" if public.any() or any(n.startswith("PrivateTest_") for n in names)
            else "its file names do not tell FER2013's halves apart")
     note = (f"asked for {prefix.rstrip('_')}, but no file in {ds.split}/ is named {prefix}* ({why}): "
-            f"all {len(ds):,} faces were scored")
+            f"the whole split was scored ({len(ds):,} faces before the audit's drops)")
     return ds, {"subset": subset, "scored": "all", "faces": len(ds), "note": note, "selected_on_these": bool(public.any())}
 
 

@@ -72,7 +72,7 @@ def test_index_states_the_scored_faces_and_labels_small_runs_a_demonstration(tmp
     params = parse_params({})
     run = io.RunDir(tmp_path)
     io.write_json(run.path("data", "evaluation.json"), {"subset": "privatetest", "scored": "all", "faces": 56,
-                  "note": "asked for PrivateTest, but no file in test/ is named PrivateTest_* (it holds only the other half): all 56 faces were scored",
+                  "note": "asked for PrivateTest, but no file in test/ is named PrivateTest_* (it holds only the other half): the whole split was scored (56 faces before the audit's drops)",
                   "selected_on_these": True, "faces_after_audit_and_subsetting": 41})
     html = report.build_index(run, params, {"01_degradation": "done"}).read_text()
     assert "A demonstration, not a result" in html and "41 faces" in html

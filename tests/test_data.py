@@ -166,6 +166,7 @@ def test_evaluation_subset_follows_fer2013s_protocol_and_says_what_it_scored():
     same, rec = data.select_subset(only_public, "privatetest", "folder")
     assert len(same) == 2 and rec["scored"] == "all" and rec["selected_on_these"]
     assert "no file in test/ is named PrivateTest_*" in rec["note"] and "only the other half" in rec["note"]
+    assert "the whole split was scored (2 faces before the audit's drops)" in rec["note"]  # the audit drops some later
     other, rec = data.select_subset(_faces(["a.png"]), "privatetest", "folder")
     assert "do not tell FER2013's halves apart" in rec["note"] and not rec["selected_on_these"]
     csv, rec = data.select_subset(_faces(["0"], split="PrivateTest"), "privatetest", "csv")
