@@ -477,6 +477,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--archs", nargs="+", default=list(ARCHS))
     ap.add_argument("--epochs", type=int, default=None, help=f"default per model: {DEFAULT_EPOCHS}")
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=LandmarkTrainConfig.seed)
     ap.add_argument("--resume", action="store_true", help="continue each model from its checkpoint under ~/.cache/fer-study/train/")
     ap.add_argument("--teacher", default="", help="CNN weights file(s), comma-separated: distil their ten-crop probability "
                                                    "of each training face (several: their mean, as cnn_ensemble predicts)")
@@ -496,7 +497,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         teacher_proba = cnn.teacher_proba(a.teacher, tr.images, cache=a.cache.parent)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     for arch in a.archs:
-        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads,
+        cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads, seed=a.seed,
                                   teacher=a.teacher, alpha=a.alpha, temperature=a.temperature)
         card = train(p_tr, tr.labels, p_va, val.labels, cfg, a.out_dir / f"{arch}.safetensors",
                      checkpoint=training.CHECKPOINT_ROOT / f"{arch}.pt", resume=a.resume, progress=True,
