@@ -73,6 +73,7 @@ FLOOR = textwrap.dedent("""
 
 
 def run(code: str, folder: str, split: str) -> tuple[float, str]:
+    os.sync()  # the loop's previous run left thousands of PNGs to write back: each run starts with a clean disk
     t = time.perf_counter()
     r = subprocess.run([sys.executable, "-c", code, folder, split], cwd=ROOT, capture_output=True, text=True,
                        env={**os.environ, "PYTHONWARNINGS": "ignore"})
