@@ -6,7 +6,8 @@ Measures (all on 0-255 grey levels):
   kernel, mirrored borders). Sharp faces score high; blur lowers it. Noise *raises* it, so it says
   nothing about noise.
 - **Noise sigma** (noise): :func:`skimage.restoration.estimate_sigma`, the wavelet (MAD of the
-  finest diagonal detail band) estimate of additive Gaussian noise, per image.
+  finest diagonal detail band) estimate of additive Gaussian noise, per image (computed for a whole
+  stack at once, bit-identical to calling it face by face).
 - **SNR (dB)**: ``10 log10(max(var(image) - sigma^2, eps) / sigma^2)``, the image's own contrast
   (signal variance) over the estimated noise variance. Seed 000 used mean/std, which measures
   brightness over contrast and does not change with noise in a useful way.
@@ -41,8 +42,8 @@ MEASURES: dict[str, tuple[str, float]] = {
 def laplacian_variance(images: np.ndarray) -> np.ndarray:
     """Per-image variance of the 4-neighbour Laplacian, borders mirrored (scipy.ndimage's "mirror").
 
-    Computed in integers from shifted views (exact, so equal to ``ndimage.laplace(..., mode="mirror")``,
-    a test checks it) at a fraction of a float correlation's cost."""
+    Computed in integers from shifted views: exact, so each face's value equals scipy's mirrored float
+    correlation with the same kernel (a test checks it), at a fraction of its cost."""
     x = as_stack(images).astype(np.int32)
     if not len(x):
         return np.zeros(0)
