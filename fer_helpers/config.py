@@ -366,8 +366,9 @@ class ComputeParams(_Section):
     num_threads: Optional[int] = Field(default=None, ge=1, le=256)
     """torch CPU threads (null: torch's default)."""
     workers: Optional[int] = Field(default=None, ge=1, le=256)
-    """Worker processes for per-face work that runs on one core (non-local means, noise estimates, PSNR/SSIM,
-    MediaPipe landmarks); null: one per CPU. Results do not depend on it."""
+    """Worker processes for per-face work that runs on one core (non-local means, Wiener, PSNR/SSIM, MediaPipe
+    landmarks), and threads for the batched degradation and quality measures; null: one per CPU. Results do not
+    depend on it."""
     backend: Literal["loky", "dask"] = "loky"
     """Where that per-face work runs: ``loky`` (joblib worker processes on this machine) or ``dask`` (a
     dask.distributed cluster, through joblib's dask backend; needs ``dask[distributed]``). Results do not depend on it."""
