@@ -20,7 +20,7 @@ import os
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -115,15 +115,17 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
                   if e.is_file() and not e.name.startswith(".") and (name_prefix is None or e.name.startswith(name_prefix))]
     if not files:
         raise DataError(f"no class folders with images under {base}; expected {base}/<class>/*.jpg")
+    bar = None
     if progress:
         from tqdm.auto import tqdm
 
-        with tqdm(total=len(files), desc=f"read {split}", leave=False) as bar:
-            records = _read_files(files, read_face, bar.update)
-    else:
-        records = _read_files(files, read_face, lambda: None)
+        bar = tqdm(total=len(files), desc=f"read {split}", leave=False)
     ids, images, labels, shas, skipped = [], [], [], [], []
-    for rel, cls, arr, sha, reason in records:
+    # one thread: most of a small file's time is Pillow's Python, which threads would only contend for
+    for path, rel, cls in files:
+        arr, sha, reason = _read_file(path, rel, read_face)
+        if bar is not None:
+            bar.update()
         if reason:
             skipped.append((rel, reason))
             continue
@@ -131,32 +133,25 @@ def load_folder(root: str | Path, split: str, label_map: Mapping[str, str] | Non
         images.append(arr)
         labels.append(cls)
         shas.append(sha)
+    if bar is not None:
+        bar.close()
     return _assemble(ids, images, labels, split, skipped, base, shas)
 
 
-def _read_files(files: list[tuple[str, str, int]], read_face: Callable[[Image.Image], np.ndarray | None],
-                advance: Callable[[], Any]) -> list[tuple[str, int, np.ndarray | None, str, str]]:
-    """(id, class, face, sha1 of the file, why it was skipped or "") for each (path, id, class), in order. One
-    thread: most of a small file's time is Pillow's Python, which threads would only contend for."""
-    records = []
-    for path, rel, cls in files:
-        arr, sha, reason = None, "", ""
-        if not rel.lower().endswith(_IMAGE_ENDINGS):
-            reason = f"not an image file (suffix {PurePosixPath(rel).suffix or 'none'})"
-        else:
-            try:
-                with open(path, "rb") as fh:
-                    raw = fh.read()
-                with Image.open(io.BytesIO(raw)) as im:  # the bytes already read (hashed below), not a second read
-                    arr = read_face(im)
-                sha = hashlib.sha1(raw).hexdigest()
-                if arr is None:
-                    reason = "no face found by the detector (data.detect_faces)"
-            except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-                reason = f"unreadable: {type(e).__name__}: {str(e)[:120]}"
-        records.append((rel, cls, arr, sha, reason))
-        advance()
-    return records
+def _read_file(path: str, rel: str, read_face: Callable[[Image.Image], np.ndarray | None]) -> tuple[np.ndarray | None, str, str]:
+    """(face, sha1 of the file's bytes, why it is skipped or "") for one file."""
+    if not rel.lower().endswith(_IMAGE_ENDINGS):
+        return None, "", f"not an image file (suffix {PurePosixPath(rel).suffix or 'none'})"
+    try:
+        with open(path, "rb") as fh:
+            raw = fh.read()
+        with Image.open(io.BytesIO(raw)) as im:  # the bytes already read (hashed below), not a second read
+            arr = read_face(im)
+    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+        return None, "", f"unreadable: {type(e).__name__}: {str(e)[:120]}"
+    if arr is None:
+        return None, "", "no face found by the detector (data.detect_faces)"
+    return arr, hashlib.sha1(raw).hexdigest(), ""
 
 
 def load_csv(path: str | Path, usage: str) -> Dataset:
