@@ -141,6 +141,7 @@ def _run_study(
         before = _headline_stamps(run)
         kernels = _ipc_kernel_manager()
         kernels.stderr_path = str(run.path("logs", f"{name}.kernel.log"))  # not the user's terminal
+        kernels.peak_rss_mib = None
         t0 = time.perf_counter()
         try:
             pm.execute_notebook(
@@ -153,7 +154,7 @@ def _run_study(
             seconds[name] = time.perf_counter() - t0
             what = _describe_failure(exc)
             state[name] = {"status": "failed", "params": digest, "source": src_digest, "error": what,
-                           "headlines": _written_since(run, before)}
+                           "peak_rss_mib": kernels.peak_rss_mib, "headlines": _written_since(run, before)}
             write_json(state_path, state)
             statuses[name] = f"failed: {what}"
             try:
@@ -171,10 +172,11 @@ def _run_study(
             bar.write(f"[figures] each figure is saved as JSON in figures/; {figures['reason']}")
             said_figures = True
         state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1),
-                       "headlines": _written_since(run, before), "figures": figures}
+                       "peak_rss_mib": kernels.peak_rss_mib, "headlines": _written_since(run, before), "figures": figures}
         write_json(state_path, state)
         statuses[name] = "done"
-        bar.write(f"[{name}] done in {seconds[name]:.1f} s")
+        memory = f", peak memory {kernels.peak_rss_mib / 1024:.2f} GiB" if kernels.peak_rss_mib else ""
+        bar.write(f"[{name}] done in {seconds[name]:.1f} s{memory}")
     index = build_index(run, params, statuses, _hidden_headlines(state, statuses))
     return RunResult(run.root, index, statuses, seconds)
 
@@ -195,6 +197,8 @@ def _ipc_kernel_manager() -> type:
     class IPCKernelManager(AsyncKernelManager):
         #: where the kernel process's own stderr goes (its infrastructure logs, C-level writes): set per notebook
         stderr_path: str | None = None
+        #: the last kernel's peak resident memory in MiB, read as it shuts down (None where the OS does not say)
+        peak_rss_mib: float | None = None
 
         def __init__(self, **kwargs: Any):
             kwargs.setdefault("transport", "ipc")
@@ -209,7 +213,26 @@ def _ipc_kernel_manager() -> type:
                 kwargs.setdefault("stderr", log)
                 return await super().start_kernel(**kwargs)
 
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            pid = getattr(self.provisioner, "pid", None)  # the local provisioner's kernel process
+            if pid:
+                type(self).peak_rss_mib = _peak_rss_mib(pid)
+            return await super().shutdown_kernel(now=now, restart=restart)
+
     return IPCKernelManager
+
+
+def _peak_rss_mib(pid: int) -> float | None:
+    """A live process's peak resident memory in MiB (Linux's VmHWM; worker processes it started not included);
+    None where ``/proc`` does not say (macOS, Windows)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)  # the kernel reports kB
+    return None
 
 
 def _check_data_path(params: StudyParams) -> None:

@@ -3,6 +3,7 @@
 import json
 import re
 import shutil
+from pathlib import Path
 
 import nbformat
 import numpy as np
@@ -30,6 +31,16 @@ def test_default_run_writes_report_params_and_versions(default_run):
         assert run.path(f).is_file(), f
     versions = json.loads(run.versions_file.read_text())
     assert versions["packages"]["numpy"] == np.__version__ and versions["python"]
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").is_file(), reason="peak memory is read from Linux's /proc")
+def test_each_notebook_records_its_kernels_peak_memory(default_run):
+    """A kernel that imports numpy, pandas and torch holds well over 100 MiB; a parent's or a stale figure would
+    be the same for every notebook, and the sample's restoration and classification kernels load models."""
+    state = json.loads((default_run.run_dir / runner.STATE_FILE).read_text())
+    peaks = {nb: s["peak_rss_mib"] for nb, s in state.items()}
+    assert all(isinstance(p, float) and 100 < p < 16_000 for p in peaks.values()), peaks
+    assert len(set(peaks.values())) > 1, peaks
 
 
 def test_report_pages_share_one_offline_plotly_js_and_hide_code(default_run):
@@ -102,6 +113,7 @@ def test_failing_notebook_names_cell_and_partial_output_and_keeps_earlier_output
     assert (run_dir / "01_degradation.html").is_file() and (run_dir / "degraded" / "seed000_chain.npz").is_file()
     state = json.loads((run_dir / runner.STATE_FILE).read_text())
     assert state["01_degradation"]["status"] == "done" and state["02_quality_check"]["status"] == "failed"
+    assert state["02_quality_check"]["peak_rss_mib"] or not Path("/proc/self/status").is_file()
     assert "failed" in (run_dir / "index.html").read_text()
     assert "03_restoration" not in state and not (run_dir / "03_restoration.html").exists()
 
