@@ -480,7 +480,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--task", required=True, help="face_landmarker.task")
     ap.add_argument("--out-dir", type=Path, default=Path("models/landmarks"))
     ap.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "fer-study" / "landmarks_fer2013.npz")
-    ap.add_argument("--archs", nargs="+", default=list(ARCHS))
+    ap.add_argument("--archs", nargs="+", default=list(ARCHS), choices=list(ARCHS), metavar="ARCH",
+                    help=f"which models to train (default: all of {', '.join(ARCHS)})")
     ap.add_argument("--epochs", type=int, default=None, help=f"default per model: {DEFAULT_EPOCHS}")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=LandmarkTrainConfig.seed)

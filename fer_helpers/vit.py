@@ -107,6 +107,7 @@ class ViTTrainConfig(training.FitConfig):
     zoom: float = 0.1
     erase: float = 0.25
     teacher: str = ""  # CNN weights file(s), comma-separated (several: their mean probability); empty: no distillation
+    init: str = ""  # continue from this ViT model folder (same shape); "" trains from scratch
     alpha: float = 0.7
     temperature: float = 4.0
 
@@ -124,11 +125,25 @@ def build(cfg: ViTTrainConfig):
     return ViTForImageClassification(config), processor
 
 
+def _init_state(cfg: ViTTrainConfig) -> dict:
+    """The weights of the ``--init`` model folder, refused when its shape differs from the recipe's."""
+    start, _ = load(cfg.init)
+    c = start.config
+    shape = (c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.patch_size, c.intermediate_size // c.hidden_size)
+    wanted = (cfg.hidden_size, cfg.layers, cfg.heads, cfg.patch_size, cfg.mlp_ratio)
+    if shape != wanted:
+        raise ValueError(f"--init {cfg.init} holds a ViT of hidden size/layers/heads/patch/mlp ratio {shape}; "
+                         f"the recipe asks for {wanted}: pass the matching options")
+    return start.state_dict()
+
+
 def make_recipe(cfg: ViTTrainConfig, val_images: np.ndarray, val_labels: np.ndarray):
     """The ViT's part of the loop (model, augmentation, distillation loss, validation), its image processor,
     and the teacher's card (``None`` without a teacher)."""
     torch.manual_seed(cfg.seed)
     model, processor = build(cfg)
+    if cfg.init:
+        model.load_state_dict(_init_state(cfg))
     device = cfg.resolved_device()
     distilled = bool(cfg.teacher) and cfg.alpha > 0
     teacher = cnn.load_teacher(cfg.teacher, device) if distilled else None
@@ -178,12 +193,20 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
             "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
             "labels": list(CLASSES), "parameters": int(sum(p.numel() for p in kept.parameters())),
             "teacher": teacher_card,
+            "initialised_from": _init_card(cfg.init) if cfg.init else None,
             "train_images": int(len(train_images)), "val_images": int(len(val_images)), **training.run_facts(result)}
     out_dir.mkdir(parents=True, exist_ok=True)
     kept.save_pretrained(out_dir)
     processor.save_pretrained(out_dir)
     (out_dir / "training.json").write_text(json.dumps(card | {"history": result.history}, indent=2))
     return card | {"history": result.history}
+
+
+def _init_card(folder: str) -> dict:
+    """What a continued run started from: the folder and how well it did on the same faces."""
+    start = json.loads((Path(folder) / "training.json").read_text()) if (Path(folder) / "training.json").is_file() else {}
+    return {"weights": Path(folder).name, "val_accuracy": start.get("val_accuracy"),
+            "epochs": (start.get("config") or {}).get("epochs")}
 
 
 def main(argv=None) -> int:
@@ -207,6 +230,8 @@ def main(argv=None) -> int:
     missing = [t for t in cnn.teacher_files(cfg.teacher) if not t.is_file()]
     if missing:
         ap.error(f"--teacher: no such file {', '.join(map(str, missing))} (CNN weights, e.g. models/cnn/cnn.safetensors)")
+    if cfg.init and not (Path(cfg.init) / "config.json").is_file():
+        ap.error(f"--init {cfg.init}: not a ViT model folder (no config.json; e.g. models/vit_fer2013)")
     checkpoint = a.checkpoint or training.CHECKPOINT_ROOT / f"{a.out.name}.pt"
     tr, val, dropped = data.fer2013_train_val(a.fer2013)
     print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({dropped} dropped by the audit); "

@@ -16,12 +16,26 @@ CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 NOT_RECIPE = {"seed", "device", "threads", "arch", "precision"}
 
 
+def registered_as() -> dict[str, str]:
+    """Weights file or folder name -> the classifier name the study registers it under (``classify.DEFAULT_WEIGHTS``)."""
+    from fer_helpers.classify import DEFAULT_WEIGHTS
+
+    return {Path(str(v)).name: k for k, v in DEFAULT_WEIGHTS.items() if "," not in str(v)}
+
+
 def model_name(path: Path, card: dict) -> str:
-    if path.stem == "training":
-        return path.parent.name
+    """The file's own name, followed by the classifier name it is registered under when that differs."""
     if "members" in card:
         return "cnn_ensemble"
-    return card["config"].get("arch", path.stem)
+    name = path.parent.name if path.stem == "training" else card["config"].get("arch", path.stem)
+    weights = path.parent.name if path.stem == "training" else path.with_suffix(".safetensors").name
+    names = registered_as()
+    registered = names.get(weights)
+    if registered and registered != name:
+        return f"{name} (`{registered}`)"
+    if not registered and name in names.values():  # an older file whose name the registry now gives to another
+        return f"{name} (file only; `{name}` is {next(w for w, k in names.items() if k == name)})"
+    return name
 
 
 def ensemble_row(path: Path, card: dict) -> str:

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -196,7 +198,8 @@ def test_the_ensemble_reuses_the_cnn_pass_on_the_same_faces(sample_faces, monkey
     real = cnn.predict_proba
     monkeypatch.setattr(cnn, "predict_proba", lambda *a, **k: calls.append(1) or real(*a, **k))
     monkeypatch.setattr(classify, "_CNN_MEMO", {})
-    shipped = MODELS_DIR / "cnn" / "cnn.safetensors"
+    shipped = classify.DEFAULT_WEIGHTS["cnn"]
+    assert Path(shipped).parent == MODELS_DIR / "cnn"
     ctx = classify.ClassifyContext(tta="flip", weights={"cnn_ensemble": f"{shipped},{shipped}"})
     faces = sample_faces.images[:6]
     single = classify.create("cnn", ctx).predict_proba(faces)

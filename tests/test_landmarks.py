@@ -31,6 +31,14 @@ def test_missing_task_file_names_the_fix(sample_faces, tmp_path):
         landmarks.extract(sample_faces.images[:1], tmp_path / "none.task")
 
 
+def test_an_unknown_model_name_is_refused_before_any_work(capsys):
+    """--archs is checked by the parser: a wrong name stops the command at once, not after the landmarks and
+    the teacher's probabilities have been computed."""
+    with pytest.raises(SystemExit):
+        landmarks.main(["--fer2013", "/nonexistent", "--task", "/nonexistent.task", "--archs", "transformer"])
+    assert "invalid choice: 'transformer'" in capsys.readouterr().err
+
+
 def test_normalisation_removes_position_and_scale(rng):
     p = rng.random((2, 478, 3)).astype(np.float32)
     moved = p * 3 + np.array([0.2, -0.1, 0.0], np.float32)

@@ -35,6 +35,25 @@ def test_trained_vit_is_a_model_folder_the_same_loader_opens(sample_faces, tmp_p
     assert 0 <= card["val_accuracy"] <= 1
 
 
+def test_continued_vit_starts_from_the_init_folder_and_says_so(sample_faces, tmp_path):
+    import torch
+
+    small = dict(hidden_size=16, layers=1, heads=2, batch_size=16, device="cpu")
+    start = vit.train(sample_faces.images, sample_faces.labels, sample_faces.images[:14], sample_faces.labels[:14],
+                      vit.ViTTrainConfig(epochs=1, **small), tmp_path / "start", log=lambda *_: None)
+    recipe, _, _ = vit.make_recipe(vit.ViTTrainConfig(epochs=1, seed=5, init=str(tmp_path / "start"), **small),
+                                   sample_faces.images[:14], sample_faces.labels[:14])
+    saved, _ = vit.load(str(tmp_path / "start"))
+    for name, w in saved.state_dict().items():  # the recipe's model holds the saved weights, not a fresh seed-5 draw
+        assert torch.equal(recipe.model.state_dict()[name], w), name
+    card = vit.train(sample_faces.images, sample_faces.labels, sample_faces.images[:14], sample_faces.labels[:14],
+                     vit.ViTTrainConfig(epochs=1, init=str(tmp_path / "start"), **small), tmp_path / "next", log=lambda *_: None)
+    assert card["initialised_from"] == {"weights": "start", "val_accuracy": start["val_accuracy"], "epochs": 1}
+    with pytest.raises(ValueError, match="hidden size/layers/heads/patch/mlp ratio"):
+        vit.make_recipe(vit.ViTTrainConfig(init=str(tmp_path / "start"), **(small | {"hidden_size": 32})),
+                        sample_faces.images[:14], sample_faces.labels[:14])
+
+
 def test_distillation_loss_mixes_labels_and_teacher():
     import torch
     import torch.nn.functional as F
