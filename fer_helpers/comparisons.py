@@ -175,7 +175,7 @@ def verdict(tests: pd.DataFrame, families: dict[str, str], evaluation: dict) -> 
     ``families`` maps each preset to its family (``degradation/presets.csv``)."""
     faces = int(evaluation.get("faces_after_audit_and_subsetting", evaluation.get("faces", 0)))
     where = evaluation.get("note", "the run's faces")
-    selected = " (the models were selected on these faces)" if evaluation.get("selected_on_these") else ""
+    selected = "; the models were selected on these faces" if evaluation.get("selected_on_these") else ""
     out = [f"Scored on {faces:,} faces: {where}{selected}."]
     if tests.empty:
         return " ".join(out + ["No classifier could be scored, so there is no answer yet."])

@@ -131,7 +131,7 @@ def test_verdict_names_the_faces_each_family_harm_and_gate():
     ])
     text = comparisons.verdict(t, {"noise_25": "gaussian_noise", "noise_35": "gaussian_noise", "jpeg_10": "jpeg"},
                             {"faces_after_audit_and_subsetting": 3309, "note": "PublicTest only", "selected_on_these": True})
-    assert text.startswith("Scored on 3,309 faces: PublicTest only (the models were selected on these faces).")
+    assert text.startswith("Scored on 3,309 faces: PublicTest only; the models were selected on these faces.")
     assert "Gaussian noise: restoration significantly raised the accuracy of cnn (+12.0 points [+9.0, +15.0], unet on noise_35); " \
            "for vit no restorer did." in text
     assert "JPEG: no restorer significantly raised any classifier's accuracy." in text
