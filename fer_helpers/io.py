@@ -329,6 +329,7 @@ class RunDir:
         """``load()`` the stage's cached outputs when they were computed for ``digest``; None when they were not,
         or when a cache file fails to load (truncated, edited into nonsense): the caller then recomputes."""
         if not self.stage_done(stage, digest):
+            self._say_why_recomputed(stage, digest)
             return None
         try:
             return load()
@@ -336,6 +337,20 @@ class RunDir:
             print(f"[{stage}] a cached output could not be read ({type(exc).__name__}: {str(exc)[:160]}); recomputing the stage")
             self.stage_file(stage).unlink(missing_ok=True)
             return None
+
+    def _say_why_recomputed(self, stage: str, digest: str) -> None:
+        """One line when outputs computed for other inputs are about to be replaced: a run after an edit of the
+        package (``--only 06_...`` included) recomputes every stage, which should not look like a hang."""
+        f = self.stage_file(stage)
+        try:
+            mark = read_json(f) if f.is_file() else {}
+        except (OSError, ValueError):
+            return  # a torn manifest: nothing to say about it
+        if not mark or mark.get("params_digest") == digest:
+            return  # never computed here, or recomputed because of --force
+        why = ("the package's code changed" if mark.get("code") not in (None, code_digest())
+               else "its parameters, model files or an upstream stage changed")
+        print(f"[{stage}] computed before for other inputs ({why}): recomputing it", flush=True)
 
     def stage_digest(self, stage: str) -> str:
         """The key the stage's output was last computed for ("" when it has none): what downstream keys include."""
@@ -348,7 +363,7 @@ class RunDir:
     def mark_stage(self, stage: str, digest: str, **info: Any) -> None:
         token = {"force_token": os.environ[FORCE_ENV]} if os.environ.get(FORCE_ENV) else {}
         write_json(self.stage_file(stage), {"params_digest": digest, "finished_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                                            **token, **info})
+                                            "code": code_digest(), **token, **info})
 
     def write_provenance(self, params: Any) -> None:
         self.root.mkdir(parents=True, exist_ok=True)

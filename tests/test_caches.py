@@ -51,6 +51,20 @@ def test_force_recomputes_each_stage_once_per_run(tmp_path, monkeypatch):
     assert not run.stage_done("quality", "k1") and run.stage_digest("quality") == ""
 
 
+def test_replacing_outputs_of_other_inputs_says_why(tmp_path, monkeypatch, capsys):
+    run = io.RunDir(tmp_path)
+    monkeypatch.delenv(io.FORCE_ENV, raising=False)
+    assert run.cached("quality", "k1", lambda: "x") is None  # never computed: nothing to say
+    assert capsys.readouterr().out == ""
+    run.mark_stage("quality", "k1")
+    assert run.cached("quality", "k1", lambda: "x") == "x" and capsys.readouterr().out == ""
+    assert run.cached("quality", "k2", lambda: "x") is None
+    assert "[quality] computed before for other inputs (its parameters, model files or an upstream stage changed)" in capsys.readouterr().out
+    monkeypatch.setattr(io, "code_digest", lambda: "edited")
+    assert run.cached("quality", "k2", lambda: "x") is None
+    assert "(the package's code changed): recomputing it" in capsys.readouterr().out
+
+
 def test_run_study_sets_the_force_token_only_for_its_own_duration(monkeypatch):
     import os
 
@@ -116,3 +130,24 @@ def test_written_files_follow_the_umask_not_mkstemps_0600(tmp_path):
     finally:
         os.umask(old)
     assert (tmp_path / "index.html").stat().st_mode & 0o777 == 0o644
+
+
+def test_a_notebooks_last_run_is_stale_after_an_edit_anywhere_in_the_package(tmp_path, monkeypatch):
+    """The runner skips a notebook whose source and library are unchanged; a module of ``stages/`` is library
+    too (it once was not: an edited stage left the report of the old code in place)."""
+    from fer_helpers import runner
+
+    pkg = tmp_path / "pkg"
+    (pkg / "stages").mkdir(parents=True)
+    (pkg / "io.py").write_text("x = 1\n")
+    (pkg / "stages" / "findings.py").write_text("y = 1\n")
+    nb = tmp_path / "06.ipynb"
+    nb.write_text("{}")
+    monkeypatch.setattr(io, "PACKAGE_DIR", pkg)
+    before = runner._source_digest(nb)
+    assert runner._source_digest(nb) == before
+    (pkg / "stages" / "findings.py").write_text("y = 2\n")
+    after = runner._source_digest(nb)
+    assert after != before
+    nb.write_text('{"cells": []}')
+    assert runner._source_digest(nb) != after
