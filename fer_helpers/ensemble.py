@@ -1,10 +1,18 @@
-"""The CNN ensemble's card: its members' mean probability scored on PublicTest, written beside the members.
+"""Combining CNNs: the ensemble's card (their mean probability) and weight averages ("model soups").
 
     python -m fer_helpers.ensemble --fer2013 DIR --members models/cnn/cnn.safetensors models/cnn/cnn_seed1.safetensors
 
-Writes ``ensemble.json`` next to the first member (what ``classify.card_of("cnn_ensemble")`` reads): the
+writes ``ensemble.json`` next to the first member (what ``classify.card_of("cnn_ensemble")`` reads): the
 members, each member's own PublicTest accuracy and the ensemble's, macro-F1 and confusion matrix, all with the
-same test-time augmentation. PrivateTest is never read.
+same test-time augmentation.
+
+    python -m fer_helpers.ensemble --fer2013 DIR --members START.safetensors FT1.safetensors ... --average-into OUT.safetensors
+
+writes one CNN whose weights are the mean of the members' (Wortsman et al. 2022, "Model soups"): one model's
+cost at inference, much of an ensemble's gain. Averaging only works for networks fine-tuned from the same
+weights (they stay in one basin of the loss); members of different origins are refused. ``--greedy`` adds the
+members one by one, best first, and keeps each only if the average does not lose PublicTest accuracy.
+PrivateTest is never read.
 """
 
 from __future__ import annotations
@@ -12,11 +20,14 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .data import CLASSES
+
+if TYPE_CHECKING:
+    import torch
 
 
 def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop") -> dict:
@@ -34,6 +45,93 @@ def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.
             "confusion_matrix": confusion_matrix(labels, pred, labels=range(len(CLASSES))).tolist()}
 
 
+def common_start(members: Sequence[str | Path]) -> str:
+    """The weights file every member was fine-tuned from (or is): a weight average needs one. ValueError naming
+    the odd member otherwise (averaging networks trained apart gives a network that recognises nothing)."""
+    from .io import read_card
+
+    starts = []
+    for m in members:
+        card = read_card(m)
+        starts.append((card.get("initialised_from") or {}).get("weights") or card.get("common_start") or Path(m).name)
+    if len(set(starts)) > 1:
+        raise ValueError("a weight average needs members fine-tuned from the same weights, but they start from "
+                         + ", ".join(f"{m}: {s}" for m, s in zip(members, starts))
+                         + " (fine-tune each from one file with `python -m fer_helpers.cnn --init FILE`, or combine "
+                         "them as an ensemble: drop --average-into)")
+    return starts[0]
+
+
+def average_weights(members: Sequence[str | Path]) -> tuple[dict[str, "torch.Tensor"], dict]:
+    """The element-wise mean of the members' CNN weights (BatchNorm statistics included; integer counters taken
+    from the first), and the first member's card. ValueError naming the member whose tensors do not match."""
+    import torch
+
+    from . import cnn
+
+    first, card = cnn.load(members[0])
+    reference = first.state_dict()
+    total = {k: v.double() for k, v in reference.items()}
+    for m in members[1:]:
+        state = cnn.load(m)[0].state_dict()
+        bad = [k for k in reference if k not in state or state[k].shape != reference[k].shape]
+        if bad or set(state) != set(reference):
+            raise ValueError(f"{m} does not hold the same network as {members[0]} (first differing tensor: "
+                             f"{(bad or sorted(set(state) ^ set(reference)))[0]}); average CNNs of one width only")
+        for k, v in state.items():
+            total[k] += v.double()
+    mean = {k: (v / len(members)).to(reference[k].dtype) if reference[k].is_floating_point() else reference[k].clone()
+            for k, v in total.items()}
+    return mean, card
+
+
+def _soup_scores(state: dict, card: dict, images: np.ndarray, labels: np.ndarray, tta: str) -> np.ndarray:
+    """Probabilities of the CNN holding ``state`` (BatchNorm-folded inference copy, fp32)."""
+    from . import cnn
+    from .compute import for_inference
+
+    cfg = card.get("config", {})
+    model = cnn.CompactCNN(cfg.get("width", 64), dropout=cfg.get("dropout", 0.4))
+    model.load_state_dict(state)
+    return cnn.predict_proba(for_inference(model.eval()), images, tta=tta)
+
+
+def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop",
+         greedy: bool = False, log=print) -> tuple[dict[str, "torch.Tensor"], dict]:
+    """The averaged weights and their card, scored on (``images``, ``labels``). With ``greedy``, members are
+    tried best first and kept only where the average scores at least as well as without them."""
+    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+
+    from . import cnn
+
+    start = common_start(members)
+    own = [accuracy_score(labels, p.argmax(1)) for p in cnn.member_probas(members, images, tta=tta)]
+    order = sorted(range(len(members)), key=lambda i: -own[i]) if greedy else list(range(len(members)))
+    kept, tried = [order[0]] if greedy else order, []
+    best = own[order[0]]
+    for i in order[1:] if greedy else []:
+        state, card = average_weights([members[j] for j in kept + [i]])
+        acc = accuracy_score(labels, _soup_scores(state, card, images, labels, tta).argmax(1))
+        tried.append({"added": Path(members[i]).name, "val_accuracy": acc, "kept": acc >= best})
+        log(f"  + {Path(members[i]).name}: {acc:.4f} ({'kept' if acc >= best else 'left out'}; best so far {best:.4f})")
+        if acc >= best:
+            kept, best = kept + [i], acc
+    if len(kept) < 2:
+        raise ValueError("no member raised the best member's accuracy: nothing to average (the best member alone is "
+                         f"{Path(members[order[0]]).name}, {own[order[0]]:.4f})")
+    state, card = average_weights([members[i] for i in kept])
+    pred = _soup_scores(state, card, images, labels, tta).argmax(1)
+    out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout")},
+           "weight_average_of": [{"weights": Path(members[i]).name, "val_accuracy": own[i]} for i in kept],
+           "common_start": start, "selection": "greedy, best member first, on PublicTest" if greedy else "uniform",
+           "val_accuracy": accuracy_score(labels, pred), "val_macro_f1": f1_score(labels, pred, average="macro"),
+           "val_tta": tta, "val_images": int(len(labels)), "labels": list(CLASSES),
+           "confusion_matrix": confusion_matrix(labels, pred, labels=range(len(CLASSES))).tolist()}
+    if greedy:
+        out["greedy_steps"] = tried
+    return state, out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from . import data
 
@@ -41,17 +139,51 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--fer2013", required=True, help="the Kaggle folder, or a file from `python -m fer_helpers.data pack`")
     ap.add_argument("--members", nargs="+", type=Path, required=True)
     ap.add_argument("--tta", default="ten_crop", choices=["ten_crop", "flip", "none"])
+    ap.add_argument("--average-into", type=Path, metavar="OUT.safetensors",
+                    help="write one CNN with the members' mean weights (members fine-tuned from one start) instead "
+                         "of the ensemble's card")
+    ap.add_argument("--greedy", action="store_true", help="with --average-into: keep a member only if it helps")
+    ap.add_argument("--presets", action="store_true",
+                    help="with --average-into: also score the average on each seed preset's degraded faces")
     a = ap.parse_args(argv)
     if len(a.members) < 2:
         ap.error("an ensemble needs at least two --members")
     missing = [str(p) for p in a.members if not p.is_file()]
     if missing:
         ap.error(f"no such weights file: {', '.join(missing)} (train it: python -m fer_helpers.cnn --help)")
+    if (a.greedy or a.presets) and not a.average_into:
+        ap.error("--greedy and --presets go with --average-into")
     _, val, _ = data.fer2013_train_val(a.fer2013)
+    if a.average_into:
+        return _write_average(a, val)
     card = ensemble_card(a.members, val.images, val.labels, a.tta)
     out = a.members[0].with_name("ensemble.json")
     out.write_text(json.dumps(card, indent=2))
     print(f"PublicTest accuracy {card['val_accuracy']:.4f} (members {', '.join(f'{x:.4f}' for x in card['member_val_accuracy'])}): {out}")
+    return 0
+
+
+def _write_average(a: argparse.Namespace, val) -> int:
+    import torch
+
+    from . import cnn
+    from .io import save_weights
+    from .training import cpu_name
+
+    try:
+        state, card = soup(a.members, val.images, val.labels, a.tta, greedy=a.greedy)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}") from None
+    if a.presets:
+        model = cnn.CompactCNN(card["config"]["width"], dropout=card["config"]["dropout"])
+        model.load_state_dict(state)
+        card["val_accuracy_by_preset"] = cnn.preset_accuracies(model, val.images, val.labels, "cpu", seed=0, precision="bf16")
+    card |= {"hardware": cpu_name(), "torch": torch.__version__}
+    a.average_into.parent.mkdir(parents=True, exist_ok=True)
+    save_weights(a.average_into, state, card)
+    a.average_into.with_suffix(".json").write_text(json.dumps(card, indent=2))
+    members = ", ".join(f"{m['weights']} {m['val_accuracy']:.4f}" for m in card["weight_average_of"])
+    print(f"PublicTest accuracy {card['val_accuracy']:.4f} ({a.tta} TTA) of the mean weights of {members}: {a.average_into}")
     return 0
 
 

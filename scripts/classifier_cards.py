@@ -44,6 +44,14 @@ def ensemble_row(path: Path, card: dict) -> str:
             f"{card['val_accuracy']:.4f} ({card['val_tta']} TTA) | {card['val_macro_f1']:.4f} | | | |")
 
 
+def average_row(path: Path, card: dict) -> str:
+    """A weight average ("model soup"): one CNN whose weights are its members' mean."""
+    members = ", ".join(f"{m['weights']} ({m['val_accuracy']:.4f})" for m in card["weight_average_of"])
+    return (f"| {model_name(path, card)} | `{path.parent.name}/` | mean weights of {members}, all fine-tuned from "
+            f"{card['common_start']} (members: {card['selection']}) | (members') | {card['val_accuracy']:.4f} "
+            f"({card['val_tta']} TTA) | {card['val_macro_f1']:.4f} | | | {card.get('hardware', '')} |")
+
+
 def extras(card: dict) -> list[str]:
     """Rows under a model's row: where a fine-tune started, what a robust model was trained on and scores."""
     out = []
@@ -63,6 +71,8 @@ def extras(card: dict) -> list[str]:
 def row(path: Path, card: dict, hardware: str) -> str:
     if "members" in card:
         return ensemble_row(path, card)
+    if "weight_average_of" in card:
+        return average_row(path, card)
     cfg = card["config"]
     recipe = ", ".join(f"{k}={v}" for k, v in cfg.items() if k not in NOT_RECIPE and v not in ("", None) and k not in ("init", "teacher"))
     if card.get("model"):

@@ -1,3 +1,4 @@
+import json
 from pathlib import Path
 
 import numpy as np
@@ -5,7 +6,8 @@ import pytest
 
 from fer_helpers import classify
 from fer_helpers.classify import ClassifierError, label_index
-from fer_helpers.data import CLASSES
+from fer_helpers.data import CLASSES, fer2013_train_val
+from fer_helpers.paths import SAMPLE_FER2013_DIR
 
 ALPHABETICAL = ["angry", "disgust", "fear", "happy", "neutral", "sad", "surprise"]  # image-folder order (and trpakov's)
 
@@ -243,3 +245,84 @@ def test_faces_scored_before_are_not_scored_again_and_get_the_same_answer(sample
     for k, images in enumerate(conditions.values()):  # every row is what scoring those very faces gives
         np.testing.assert_allclose(proba[k], Counting().predict_proba(images), rtol=0, atol=1e-7)
     assert metrics["accuracy"].iloc[0] == metrics["accuracy"].iloc[1]
+
+
+def _fine_tunes(tmp_path, n: int, start: str = "start.safetensors", width: int = 4) -> list:
+    """``n`` width-``width`` CNN files whose cards say they were fine-tuned from ``start``."""
+    import torch
+
+    from fer_helpers import cnn
+    from fer_helpers.io import save_weights
+
+    files = []
+    for seed in range(n):
+        torch.manual_seed(seed)
+        files.append(tmp_path / f"ft{seed}.safetensors")
+        save_weights(files[-1], cnn.CompactCNN(width=width).state_dict(),
+                     {"config": {"width": width, "dropout": 0.4}, "initialised_from": {"weights": start, "val_accuracy": 0.5}})
+    return files
+
+
+def test_weight_average_is_the_mean_of_the_members_and_loads_as_a_cnn(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+
+    from fer_helpers import ensemble
+
+    files = _fine_tunes(tmp_path, 3)
+    out = tmp_path / "soup.safetensors"
+    assert ensemble.main(["--fer2013", str(SAMPLE_FER2013_DIR), "--members", *map(str, files), "--tta", "flip",
+                          "--average-into", str(out)]) == 0
+    members = [load_file(str(f)) for f in files]
+    averaged = load_file(str(out))
+    w = "features.0.0.weight"
+    assert torch.allclose(averaged[w], sum(m[w] for m in members) / 3, atol=1e-7)
+    assert not torch.equal(averaged[w], members[0][w])
+    card = json.loads(out.with_suffix(".json").read_text())
+    assert [m["weights"] for m in card["weight_average_of"]] == [f.name for f in files]
+    assert card["common_start"] == "start.safetensors" and card["selection"] == "uniform"
+    # the study opens it as any CNN, and scores it as the card says
+    cnn_clf = classify.create("cnn", classify.ClassifyContext(tta="flip", weights={"cnn": str(out)}))
+    _, val, _ = fer2013_train_val(SAMPLE_FER2013_DIR)
+    acc = float((cnn_clf.predict_proba(val.images).argmax(1) == val.labels).mean())
+    assert card["val_accuracy"] == pytest.approx(acc, abs=1.5 / len(val.labels))
+
+
+def test_weight_average_refuses_members_of_different_starts(tmp_path):
+    from fer_helpers import ensemble
+
+    for d in ("a", "b", "wide"):
+        (tmp_path / d).mkdir()
+    a = _fine_tunes(tmp_path / "a", 1, start="cnn_long.safetensors")
+    b = _fine_tunes(tmp_path / "b", 1, start="cnn_seed1.safetensors")
+    with pytest.raises(ValueError, match=r"fine-tuned from the same weights.*ft0\.safetensors: cnn_long\.safetensors"):
+        ensemble.common_start([a[0], b[0]])
+    wide = _fine_tunes(tmp_path / "wide", 1, start="cnn_long.safetensors", width=8)  # same start, other width
+    with pytest.raises(ValueError, match=r"wide/ft0\.safetensors does not hold the same network"):
+        ensemble.average_weights([a[0], wide[0]])
+
+
+def test_greedy_average_keeps_only_members_that_help(tmp_path, monkeypatch):
+    """Best member first; a member whose addition lowers the accuracy is left out (accuracies stubbed per subset)."""
+    from fer_helpers import cnn, ensemble
+
+    files = _fine_tunes(tmp_path, 3)
+    y = np.arange(10) % 7
+    own = {0: 0.6, 1: 0.8, 2: 0.5}  # member -> its own accuracy
+    subset_acc = {(1, 0): 0.7, (1, 2): 0.9}  # members averaged -> accuracy
+
+    def probas_with(acc: float) -> np.ndarray:
+        hits = round(acc * len(y))
+        pred = np.where(np.arange(len(y)) < hits, y, (y + 1) % 7)
+        return np.eye(7)[pred]
+
+    def fake_average(members):
+        return tuple(files.index(m) for m in members), {"config": {"width": 4, "dropout": 0.4}}
+
+    monkeypatch.setattr(cnn, "member_probas", lambda members, images, tta: [probas_with(own[i]) for i in range(3)])
+    monkeypatch.setattr(ensemble, "average_weights", fake_average)
+    monkeypatch.setattr(ensemble, "_soup_scores", lambda state, card, images, labels, tta: probas_with(subset_acc[state]))
+    state, card = ensemble.soup(files, np.zeros((10, 48, 48), np.uint8), y, greedy=True, log=lambda m: None)
+    assert state == (1, 2) and card["val_accuracy"] == pytest.approx(0.9)
+    # tried best first: ft0 (0.6) lowered the best member's 0.8, ft2 (0.5 alone) raised it
+    assert [(s["added"], s["kept"]) for s in card["greedy_steps"]] == [("ft0.safetensors", False), ("ft2.safetensors", True)]

@@ -1,0 +1,26 @@
+"""scripts/classifier_cards.py writes models/README.md from the cards the training and averaging commands wrote."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CM = [[1 if i == j else 0 for j in range(7)] for i in range(7)]
+
+
+def test_a_weight_average_gets_its_members_and_start_in_its_row(tmp_path):
+    soup = {"arch": "CompactCNN", "config": {"width": 64, "dropout": 0.4},
+            "weight_average_of": [{"weights": "a.safetensors", "val_accuracy": 0.6942}, {"weights": "b.safetensors", "val_accuracy": 0.6951}],
+            "common_start": "a.safetensors", "selection": "greedy, best member first, on PublicTest", "val_accuracy": 0.70123,
+            "val_macro_f1": 0.671, "val_tta": "ten_crop", "confusion_matrix": CM, "hardware": "AMD EPYC",
+            "val_accuracy_by_preset": {"seed003_sp": 0.6401}}
+    (tmp_path / "my_soup.json").write_text(json.dumps(soup))
+    out = tmp_path / "README.md"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "classifier_cards.py"), str(tmp_path / "my_soup.json"), "--out", str(out)],
+                   check=True, capture_output=True, cwd=ROOT)
+    text = out.read_text()
+    assert ("| my_soup | `" + tmp_path.name + "/` | mean weights of a.safetensors (0.6942), b.safetensors (0.6951), all fine-tuned "
+            "from a.safetensors (members: greedy, best member first, on PublicTest) | (members') | 0.7012 (ten_crop TTA) | 0.6710 |") in text
+    assert "PublicTest accuracy on each seed preset (ten-crop): seed003_sp 0.6401" in text
+    assert "## my_soup: PublicTest confusion matrix" in text
