@@ -65,8 +65,6 @@ def common_start(members: Sequence[str | Path]) -> str:
 def average_weights(members: Sequence[str | Path]) -> tuple[dict[str, "torch.Tensor"], dict]:
     """The element-wise mean of the members' CNN weights (BatchNorm statistics included; integer counters taken
     from the first), and the first member's card. ValueError naming the member whose tensors do not match."""
-    import torch
-
     from . import cnn
 
     first, card = cnn.load(members[0])
@@ -85,7 +83,7 @@ def average_weights(members: Sequence[str | Path]) -> tuple[dict[str, "torch.Ten
     return mean, card
 
 
-def _soup_scores(state: dict, card: dict, images: np.ndarray, labels: np.ndarray, tta: str) -> np.ndarray:
+def _soup_scores(state: dict, card: dict, images: np.ndarray, tta: str) -> np.ndarray:
     """Probabilities of the CNN holding ``state`` (BatchNorm-folded inference copy, fp32)."""
     from . import cnn
     from .compute import for_inference
@@ -111,7 +109,7 @@ def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, 
     best = own[order[0]]
     for i in order[1:] if greedy else []:
         state, card = average_weights([members[j] for j in kept + [i]])
-        acc = accuracy_score(labels, _soup_scores(state, card, images, labels, tta).argmax(1))
+        acc = accuracy_score(labels, _soup_scores(state, card, images, tta).argmax(1))
         tried.append({"added": Path(members[i]).name, "val_accuracy": acc, "kept": acc >= best})
         log(f"  + {Path(members[i]).name}: {acc:.4f} ({'kept' if acc >= best else 'left out'}; best so far {best:.4f})")
         if acc >= best:
@@ -120,7 +118,7 @@ def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, 
         raise ValueError("no member raised the best member's accuracy: nothing to average (the best member alone is "
                          f"{Path(members[order[0]]).name}, {own[order[0]]:.4f})")
     state, card = average_weights([members[i] for i in kept])
-    pred = _soup_scores(state, card, images, labels, tta).argmax(1)
+    pred = _soup_scores(state, card, images, tta).argmax(1)
     out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout")},
            "weight_average_of": [{"weights": Path(members[i]).name, "val_accuracy": own[i]} for i in kept],
            "common_start": start, "selection": "greedy, best member first, on PublicTest" if greedy else "uniform",
