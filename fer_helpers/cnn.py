@@ -320,6 +320,12 @@ def preset_accuracies(model: nn.Module, images: np.ndarray, labels: np.ndarray, 
             for p in presets}
 
 
+def from_card(card: dict) -> CompactCNN:
+    """An untrained CompactCNN of the shape a model card's config names (width 64, dropout 0.4 by default)."""
+    cfg = card.get("config", {})
+    return CompactCNN(cfg.get("width", 64), dropout=cfg.get("dropout", 0.4))
+
+
 def load(path: str | Path, device: str = "cpu") -> tuple[CompactCNN, dict]:
     from safetensors.torch import load_file
 
@@ -329,7 +335,7 @@ def load(path: str | Path, device: str = "cpu") -> tuple[CompactCNN, dict]:
     if not path.is_file():
         raise FileNotFoundError(f"CNN weights {path} not found: train them with `python -m fer_helpers.cnn` (see the README)")
     card = read_card(path)
-    model = CompactCNN(card.get("config", {}).get("width", 64), dropout=card.get("config", {}).get("dropout", 0.4))
+    model = from_card(card)
     try:
         model.load_state_dict(load_file(str(path)))
     except RuntimeError as e:

@@ -27,7 +27,7 @@ import numpy as np
 from .data import CLASSES
 
 if TYPE_CHECKING:
-    import torch
+    from .cnn import CompactCNN
 
 
 def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop") -> dict:
@@ -62,9 +62,9 @@ def common_start(members: Sequence[str | Path]) -> str:
     return starts[0]
 
 
-def average_weights(members: Sequence[str | Path]) -> tuple[dict[str, "torch.Tensor"], dict]:
-    """The element-wise mean of the members' CNN weights (BatchNorm statistics included; integer counters taken
-    from the first), and the first member's card. ValueError naming the member whose tensors do not match."""
+def average_weights(members: Sequence[str | Path]) -> tuple["CompactCNN", dict]:
+    """A CNN holding the element-wise mean of the members' weights (BatchNorm statistics included; integer counters
+    taken from the first), and the first member's card. ValueError naming the member whose tensors do not match."""
     from . import cnn
 
     first, card = cnn.load(members[0])
@@ -78,56 +78,58 @@ def average_weights(members: Sequence[str | Path]) -> tuple[dict[str, "torch.Ten
                              f"{(bad or sorted(set(state) ^ set(reference)))[0]}); average CNNs of one width only")
         for k, v in state.items():
             total[k] += v.double()
-    mean = {k: (v / len(members)).to(reference[k].dtype) if reference[k].is_floating_point() else reference[k].clone()
-            for k, v in total.items()}
-    return mean, card
+    first.load_state_dict({k: (v / len(members)).to(reference[k].dtype) if reference[k].is_floating_point()
+                           else reference[k] for k, v in total.items()})
+    return first, card
 
 
-def _soup_scores(state: dict, card: dict, images: np.ndarray, tta: str) -> np.ndarray:
-    """Probabilities of the CNN holding ``state`` (BatchNorm-folded inference copy, fp32)."""
+def _scores(model: "CompactCNN", images: np.ndarray, tta: str) -> np.ndarray:
+    """The model's probabilities (BatchNorm-folded inference copy, fp32), as the members are scored."""
     from . import cnn
     from .compute import for_inference
 
-    cfg = card.get("config", {})
-    model = cnn.CompactCNN(cfg.get("width", 64), dropout=cfg.get("dropout", 0.4))
-    model.load_state_dict(state)
-    return cnn.predict_proba(for_inference(model.eval()), images, tta=tta)
+    return cnn.predict_proba(for_inference(model), images, tta=tta)
 
 
 def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop",
-         greedy: bool = False, log=print) -> tuple[dict[str, "torch.Tensor"], dict]:
-    """The averaged weights and their card, scored on (``images``, ``labels``). With ``greedy``, members are
-    tried best first and kept only where the average scores at least as well as without them."""
+         greedy: bool = False, log=print) -> tuple["CompactCNN", dict]:
+    """The averaged CNN and its card, scored on (``images``, ``labels``). With ``greedy``, members are tried best
+    first and kept only where the average scores at least as well as without them."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     from . import cnn
 
     start = common_start(members)
     own = [accuracy_score(labels, p.argmax(1)) for p in cnn.member_probas(members, images, tta=tta)]
-    order = sorted(range(len(members)), key=lambda i: -own[i]) if greedy else list(range(len(members)))
-    kept, tried = [order[0]] if greedy else order, []
-    best = own[order[0]]
-    for i in order[1:] if greedy else []:
-        state, card = average_weights([members[j] for j in kept + [i]])
-        acc = accuracy_score(labels, _soup_scores(state, card, images, tta).argmax(1))
-        tried.append({"added": Path(members[i]).name, "val_accuracy": acc, "kept": acc >= best})
-        log(f"  + {Path(members[i]).name}: {acc:.4f} ({'kept' if acc >= best else 'left out'}; best so far {best:.4f})")
-        if acc >= best:
-            kept, best = kept + [i], acc
-    if len(kept) < 2:
-        raise ValueError("no member raised the best member's accuracy: nothing to average (the best member alone is "
-                         f"{Path(members[order[0]]).name}, {own[order[0]]:.4f})")
-    state, card = average_weights([members[i] for i in kept])
-    pred = _soup_scores(state, card, images, tta).argmax(1)
-    out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout")},
+    steps = []
+    if greedy:
+        order = sorted(range(len(members)), key=lambda i: -own[i])
+        kept, best, model = [order[0]], own[order[0]], None
+        for i in order[1:]:
+            trial, card = average_weights([members[j] for j in kept + [i]])
+            trial_proba = _scores(trial, images, tta)
+            acc = accuracy_score(labels, trial_proba.argmax(1))
+            steps.append({"added": Path(members[i]).name, "val_accuracy": acc, "kept": acc >= best})
+            log(f"  + {Path(members[i]).name}: {acc:.4f} ({'kept' if acc >= best else 'left out'}; best so far {best:.4f})")
+            if acc >= best:
+                kept, best, model, proba = kept + [i], acc, trial, trial_proba
+        if model is None:
+            raise ValueError("no member raised the best member's accuracy: nothing to average (the best member alone "
+                             f"is {Path(members[order[0]]).name}, {own[order[0]]:.4f})")
+    else:
+        kept = list(range(len(members)))
+        model, card = average_weights(members)
+        proba = _scores(model, images, tta)
+    pred = proba.argmax(1)
+    out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout", "seed")},
            "weight_average_of": [{"weights": Path(members[i]).name, "val_accuracy": own[i]} for i in kept],
            "common_start": start, "selection": "greedy, best member first, on PublicTest" if greedy else "uniform",
            "val_accuracy": accuracy_score(labels, pred), "val_macro_f1": f1_score(labels, pred, average="macro"),
            "val_tta": tta, "val_images": int(len(labels)), "labels": list(CLASSES),
            "confusion_matrix": confusion_matrix(labels, pred, labels=range(len(CLASSES))).tolist()}
     if greedy:
-        out["greedy_steps"] = tried
-    return state, out
+        out["greedy_steps"] = steps
+    return model, out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -169,16 +171,15 @@ def _write_average(a: argparse.Namespace, val) -> int:
     from .training import cpu_name
 
     try:
-        state, card = soup(a.members, val.images, val.labels, a.tta, greedy=a.greedy)
+        model, card = soup(a.members, val.images, val.labels, a.tta, greedy=a.greedy)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
-    if a.presets:
-        model = cnn.CompactCNN(card["config"]["width"], dropout=card["config"]["dropout"])
-        model.load_state_dict(state)
-        card["val_accuracy_by_preset"] = cnn.preset_accuracies(model, val.images, val.labels, "cpu", seed=0, precision="bf16")
+    if a.presets:  # the first member's seed: the same degraded faces as the per-preset figures on its card
+        card["val_accuracy_by_preset"] = cnn.preset_accuracies(model, val.images, val.labels, "cpu",
+                                                               seed=card["config"].get("seed") or 0, precision="bf16")
     card |= {"hardware": cpu_name(), "torch": torch.__version__}
     a.average_into.parent.mkdir(parents=True, exist_ok=True)
-    save_weights(a.average_into, state, card)
+    save_weights(a.average_into, model.state_dict(), card)
     a.average_into.with_suffix(".json").write_text(json.dumps(card, indent=2))
     members = ", ".join(f"{m['weights']} {m['val_accuracy']:.4f}" for m in card["weight_average_of"])
     print(f"PublicTest accuracy {card['val_accuracy']:.4f} ({a.tta} TTA) of the mean weights of {members}: {a.average_into}")

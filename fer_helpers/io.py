@@ -313,15 +313,17 @@ class RunDir:
     def stage_file(self, stage: str) -> Path:
         return self.path("stages", f"{stage}.json")
 
+    def _mark(self, stage: str) -> dict:
+        """The stage's manifest (what :meth:`mark_stage` wrote); ``{}`` when there is none or it is torn (recompute)."""
+        f = self.stage_file(stage)
+        try:
+            return read_json(f) if f.is_file() else {}
+        except (OSError, ValueError):
+            return {}
+
     def stage_done(self, stage: str, digest: str) -> bool:
         """True when the stage's output was computed for ``digest`` (and, under ``--force``, during this run)."""
-        f = self.stage_file(stage)
-        if not f.is_file():
-            return False
-        try:
-            mark = read_json(f)
-        except (OSError, ValueError):  # a torn manifest: recompute
-            return False
+        mark = self._mark(stage)
         force = os.environ.get(FORCE_ENV)
         return mark.get("params_digest") == digest and (not force or mark.get("force_token") == force)
 
@@ -341,11 +343,7 @@ class RunDir:
     def _say_why_recomputed(self, stage: str, digest: str) -> None:
         """One line when outputs computed for other inputs are about to be replaced: a run after an edit of the
         package (``--only 06_...`` included) recomputes every stage, which should not look like a hang."""
-        f = self.stage_file(stage)
-        try:
-            mark = read_json(f) if f.is_file() else {}
-        except (OSError, ValueError):
-            return  # a torn manifest: nothing to say about it
+        mark = self._mark(stage)
         if not mark or mark.get("params_digest") == digest:
             return  # never computed here, or recomputed because of --force
         why = ("the package's code changed" if mark.get("code") not in (None, code_digest())
@@ -354,11 +352,7 @@ class RunDir:
 
     def stage_digest(self, stage: str) -> str:
         """The key the stage's output was last computed for ("" when it has none): what downstream keys include."""
-        f = self.stage_file(stage)
-        try:
-            return str(read_json(f).get("params_digest", "")) if f.is_file() else ""
-        except (OSError, ValueError):
-            return ""
+        return str(self._mark(stage).get("params_digest", ""))
 
     def mark_stage(self, stage: str, digest: str, **info: Any) -> None:
         token = {"force_token": os.environ[FORCE_ENV]} if os.environ.get(FORCE_ENV) else {}
