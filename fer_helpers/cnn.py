@@ -78,15 +78,18 @@ def tta_views(x: torch.Tensor, tta: str = "ten_crop") -> list[torch.Tensor]:
 
 @torch.no_grad()
 def predict_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", batch_size: int = 512, tta: str = "ten_crop",
-                  precision: str = "fp32") -> np.ndarray:
+                  precision: str = "fp32", progress: str | None = None) -> np.ndarray:
     """Softmax probabilities (N, 7) in the canonical order, averaged over the TTA views. ``precision="bf16"``:
     the convolutions under bf16 autocast (about 2x faster on CPUs with AVX512-BF16; a few faces in a thousand
-    may change their answer), the softmax and the average in fp32."""
+    may change their answer), the softmax and the average in fp32. ``progress``: a bar with this label."""
+    from tqdm.auto import tqdm
+
     from .compute import channels_last
 
     model.eval()
     out = []
-    for s in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for s in tqdm(starts, desc=progress, unit="batch", disable=progress is None or len(starts) < 2, leave=False):
         x = channels_last(to_tensor(images[s : s + batch_size]).to(device))
         with training.autocast(device, precision):
             logits = [model(v).float() for v in tta_views(x, tta)]
@@ -154,16 +157,18 @@ def teacher_cache_path(spec: str, images: np.ndarray, precision: str, cache: Pat
 
 
 def member_probas(files: Sequence[str | Path], images: np.ndarray, device: str = "cpu", tta: str = "ten_crop",
-                  precision: str = "fp32") -> list[np.ndarray]:
-    """Each CNN weights file's probabilities (N, 7) of ``images``, with its BatchNorm-folded inference copy."""
+                  precision: str = "fp32", progress: bool = False) -> list[np.ndarray]:
+    """Each CNN weights file's probabilities (N, 7) of ``images``, with its BatchNorm-folded inference copy;
+    ``progress``: a bar per file."""
     from .compute import for_inference
 
-    return [predict_proba(for_inference(load(f, device)[0], device), images, device, tta=tta, precision=precision)
-            for f in files]
+    return [predict_proba(for_inference(load(f, device)[0], device), images, device, tta=tta, precision=precision,
+                          progress=f"{Path(f).stem} ({i} of {len(files)})" if progress else None)
+            for i, f in enumerate(files, 1)]
 
 
 def teacher_proba(spec: str, images: np.ndarray, device: str = "cpu", precision: str = "bf16",
-                  cache: Path | None = None) -> np.ndarray:
+                  cache: Path | None = None, progress: bool = False) -> np.ndarray:
     """The teacher's ten-crop probabilities (N, 7) of whole faces: for several CNNs their mean, as the
     ``cnn_ensemble`` classifier predicts. For students that cannot take the teacher along (the landmark models
     see points, not pixels), computed once before training. ``cache``: a folder where the result is kept
@@ -173,7 +178,7 @@ def teacher_proba(spec: str, images: np.ndarray, device: str = "cpu", precision:
     path = teacher_cache_path(spec, images, precision, cache) if cache is not None else None
     if path is not None and path.is_file():
         return np.load(path)
-    out = np.mean(member_probas(teacher_files(spec), images, device, "ten_crop", precision), axis=0)
+    out = np.mean(member_probas(teacher_files(spec), images, device, "ten_crop", precision, progress=progress), axis=0)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
         with atomic_path(path) as tmp, open(tmp, "wb") as f:

@@ -30,13 +30,14 @@ if TYPE_CHECKING:
     from .cnn import CompactCNN
 
 
-def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop") -> dict:
-    """Scores of each member and of their mean probability on (``images``, ``labels``)."""
+def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop",
+                  progress: bool = False) -> dict:
+    """Scores of each member and of their mean probability on (``images``, ``labels``); ``progress``: a bar per member."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     from . import cnn
 
-    probas = cnn.member_probas(members, images, tta=tta)
+    probas = cnn.member_probas(members, images, tta=tta, progress=progress)
     pred = np.mean(probas, axis=0).argmax(1)
     return {"members": [Path(p).name for p in members],
             "member_val_accuracy": [accuracy_score(labels, p.argmax(1)) for p in probas],
@@ -83,31 +84,31 @@ def average_weights(members: Sequence[str | Path]) -> tuple["CompactCNN", dict]:
     return first, card
 
 
-def _scores(model: "CompactCNN", images: np.ndarray, tta: str) -> np.ndarray:
+def _scores(model: "CompactCNN", images: np.ndarray, tta: str, progress: bool = False) -> np.ndarray:
     """The model's probabilities (BatchNorm-folded inference copy, fp32), as the members are scored."""
     from . import cnn
     from .compute import for_inference
 
-    return cnn.predict_proba(for_inference(model), images, tta=tta)
+    return cnn.predict_proba(for_inference(model), images, tta=tta, progress="mean weights" if progress else None)
 
 
 def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop",
-         greedy: bool = False, log=print) -> tuple["CompactCNN", dict]:
+         greedy: bool = False, log=print, progress: bool = False) -> tuple["CompactCNN", dict]:
     """The averaged CNN and its card, scored on (``images``, ``labels``). With ``greedy``, members are tried best
-    first and kept only where the average scores at least as well as without them."""
+    first and kept only where the average scores at least as well as without them. ``progress``: bars while scoring."""
     from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
     from . import cnn
 
     start = common_start(members)
-    own = [accuracy_score(labels, p.argmax(1)) for p in cnn.member_probas(members, images, tta=tta)]
+    own = [accuracy_score(labels, p.argmax(1)) for p in cnn.member_probas(members, images, tta=tta, progress=progress)]
     steps = []
     if greedy:
         order = sorted(range(len(members)), key=lambda i: -own[i])
         kept, best, model = [order[0]], own[order[0]], None
         for i in order[1:]:
             trial, card = average_weights([members[j] for j in kept + [i]])
-            trial_proba = _scores(trial, images, tta)
+            trial_proba = _scores(trial, images, tta, progress)
             acc = accuracy_score(labels, trial_proba.argmax(1))
             steps.append({"added": Path(members[i]).name, "val_accuracy": acc, "kept": acc >= best})
             log(f"  + {Path(members[i]).name}: {acc:.4f} ({'kept' if acc >= best else 'left out'}; best so far {best:.4f})")
@@ -119,7 +120,7 @@ def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, 
     else:
         kept = list(range(len(members)))
         model, card = average_weights(members)
-        proba = _scores(model, images, tta)
+        proba = _scores(model, images, tta, progress)
     pred = proba.argmax(1)
     out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout", "seed")},
            "weight_average_of": [{"weights": Path(members[i]).name, "val_accuracy": own[i]} for i in kept],
@@ -156,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _, val, _ = data.fer2013_train_val(a.fer2013)
     if a.average_into:
         return _write_average(a, val)
-    card = ensemble_card(a.members, val.images, val.labels, a.tta)
+    card = ensemble_card(a.members, val.images, val.labels, a.tta, progress=True)
     out = a.members[0].with_name("ensemble.json")
     out.write_text(json.dumps(card, indent=2))
     print(f"PublicTest accuracy {card['val_accuracy']:.4f} (members {', '.join(f'{x:.4f}' for x in card['member_val_accuracy'])}): {out}")
@@ -171,7 +172,7 @@ def _write_average(a: argparse.Namespace, val) -> int:
     from .training import cpu_name
 
     try:
-        model, card = soup(a.members, val.images, val.labels, a.tta, greedy=a.greedy)
+        model, card = soup(a.members, val.images, val.labels, a.tta, greedy=a.greedy, progress=True)
     except ValueError as e:
         raise SystemExit(f"error: {e}") from None
     if a.presets:  # the first member's seed: the same degraded faces as the per-preset figures on its card

@@ -501,7 +501,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     teacher_proba = None
     if a.teacher and a.alpha > 0:
         print(f"teacher: ten-crop probabilities of the {len(tr)} training faces from {a.teacher}", flush=True)
-        teacher_proba = cnn.teacher_proba(a.teacher, tr.images, cache=a.cache.parent)
+        teacher_proba = cnn.teacher_proba(a.teacher, tr.images, cache=a.cache.parent, progress=True)
     a.out_dir.mkdir(parents=True, exist_ok=True)
     for arch in a.archs:
         cfg = LandmarkTrainConfig(arch=arch, epochs=a.epochs or DEFAULT_EPOCHS[arch], threads=a.threads, seed=a.seed,

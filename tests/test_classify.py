@@ -319,9 +319,9 @@ def test_greedy_average_keeps_only_members_that_help(tmp_path, monkeypatch):
     def fake_average(members):
         return tuple(files.index(m) for m in members), {"config": {"width": 4, "dropout": 0.4}}
 
-    monkeypatch.setattr(cnn, "member_probas", lambda members, images, tta: [probas_with(own[i]) for i in range(3)])
+    monkeypatch.setattr(cnn, "member_probas", lambda members, images, tta, progress=False: [probas_with(own[i]) for i in range(3)])
     monkeypatch.setattr(ensemble, "average_weights", fake_average)
-    monkeypatch.setattr(ensemble, "_scores", lambda model, images, tta: probas_with(subset_acc[model]))
+    monkeypatch.setattr(ensemble, "_scores", lambda model, images, tta, progress=False: probas_with(subset_acc[model]))
     model, card = ensemble.soup(files, np.zeros((10, 48, 48), np.uint8), y, greedy=True, log=lambda m: None)
     assert model == (1, 2) and card["val_accuracy"] == pytest.approx(0.9)
     # tried best first: ft0 (0.6) lowered the best member's 0.8, ft2 (0.5 alone) raised it
