@@ -156,14 +156,19 @@ def teacher_cache_path(spec: str, images: np.ndarray, precision: str, cache: Pat
     return Path(cache) / f"teacher_{hashlib.sha256('|'.join(parts).encode()).hexdigest()[:24]}.npy"
 
 
+def inference_proba(model: nn.Module, images: np.ndarray, device: str = "cpu", **kwargs) -> np.ndarray:
+    """:func:`predict_proba` of the model's BatchNorm-folded inference copy (how shipped CNNs are scored)."""
+    from .compute import for_inference
+
+    return predict_proba(for_inference(model, device), images, device, **kwargs)
+
+
 def member_probas(files: Sequence[str | Path], images: np.ndarray, device: str = "cpu", tta: str = "ten_crop",
                   precision: str = "fp32", progress: bool = False) -> list[np.ndarray]:
     """Each CNN weights file's probabilities (N, 7) of ``images``, with its BatchNorm-folded inference copy;
     ``progress``: a bar per file."""
-    from .compute import for_inference
-
-    return [predict_proba(for_inference(load(f, device)[0], device), images, device, tta=tta, precision=precision,
-                          progress=f"{Path(f).stem} ({i} of {len(files)})" if progress else None)
+    return [inference_proba(load(f, device)[0], images, device, tta=tta, precision=precision,
+                            progress=f"{Path(f).stem} ({i} of {len(files)})" if progress else None)
             for i, f in enumerate(files, 1)]
 
 
@@ -278,9 +283,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
           progress: bool = False, log=print, stop_after: int | None = None) -> dict:
     """Train through the project's loop; keep the weights (raw or EMA) with the best centre-crop accuracy
     on the validation set, then score them with ten-crop TTA for the card."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
-
     from .io import read_card, save_weights
+    from .scoring import card_scores
 
     recipe = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
@@ -289,9 +293,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     proba = predict_proba(result.model.float(), val_images, device, tta="ten_crop")
     pred = proba.argmax(1)
     card = {"config": asdict(cfg), "arch": "CompactCNN", "val_centre_accuracy": result.best_score,
-            "val_accuracy": accuracy_score(val_labels, pred), "val_macro_f1": f1_score(val_labels, pred, average="macro"),
-            "val_tta": "ten_crop", "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
-            "labels": list(CLASSES), "train_images": int(len(train_images)), "val_images": int(len(val_images)),
+            **card_scores(val_labels, pred), "val_tta": "ten_crop", "train_images": int(len(train_images)), "val_images": int(len(val_images)),
             **training.run_facts(result)}
     if cfg.init:  # fine-tuned: say from what, and how well that model did on the same faces
         start = read_card(Path(cfg.init))

@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from .data import CLASSES
-
 if TYPE_CHECKING:
     from .cnn import CompactCNN
 
@@ -33,17 +31,16 @@ if TYPE_CHECKING:
 def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop",
                   progress: bool = False) -> dict:
     """Scores of each member and of their mean probability on (``images``, ``labels``); ``progress``: a bar per member."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score
 
     from . import cnn
+    from .scoring import card_scores
 
     probas = cnn.member_probas(members, images, tta=tta, progress=progress)
     pred = np.mean(probas, axis=0).argmax(1)
     return {"members": [Path(p).name for p in members],
             "member_val_accuracy": [accuracy_score(labels, p.argmax(1)) for p in probas],
-            "val_accuracy": accuracy_score(labels, pred), "val_macro_f1": f1_score(labels, pred, average="macro"),
-            "val_tta": tta, "val_images": int(len(labels)), "labels": list(CLASSES),
-            "confusion_matrix": confusion_matrix(labels, pred, labels=range(len(CLASSES))).tolist()}
+            **card_scores(labels, pred), "val_tta": tta, "val_images": int(len(labels))}
 
 
 def common_start(members: Sequence[str | Path]) -> str:
@@ -87,23 +84,22 @@ def average_weights(members: Sequence[str | Path]) -> tuple["CompactCNN", dict]:
 def _scores(model: "CompactCNN", images: np.ndarray, tta: str, progress: bool = False) -> np.ndarray:
     """The model's probabilities (BatchNorm-folded inference copy, fp32), as the members are scored."""
     from . import cnn
-    from .compute import for_inference
-
-    return cnn.predict_proba(for_inference(model), images, tta=tta, progress="mean weights" if progress else None)
+    return cnn.inference_proba(model, images, tta=tta, progress="mean weights" if progress else None)
 
 
 def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, tta: str = "ten_crop",
          greedy: bool = False, log=print, progress: bool = False) -> tuple["CompactCNN", dict]:
     """The averaged CNN and its card, scored on (``images``, ``labels``). With ``greedy``, members are tried best
     first and kept only where the average scores at least as well as without them. ``progress``: bars while scoring."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from sklearn.metrics import accuracy_score
 
     from . import cnn
+    from .scoring import card_scores
 
     start = common_start(members)
     own = [accuracy_score(labels, p.argmax(1)) for p in cnn.member_probas(members, images, tta=tta, progress=progress)]
-    steps = []
     if greedy:
+        steps = []
         order = sorted(range(len(members)), key=lambda i: -own[i])
         kept, best, model = [order[0]], own[order[0]], None
         for i in order[1:]:
@@ -125,9 +121,7 @@ def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, 
     out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout", "seed")},
            "weight_average_of": [{"weights": Path(members[i]).name, "val_accuracy": own[i]} for i in kept],
            "common_start": start, "selection": "greedy, best member first, on PublicTest" if greedy else "uniform",
-           "val_accuracy": accuracy_score(labels, pred), "val_macro_f1": f1_score(labels, pred, average="macro"),
-           "val_tta": tta, "val_images": int(len(labels)), "labels": list(CLASSES),
-           "confusion_matrix": confusion_matrix(labels, pred, labels=range(len(CLASSES))).tolist()}
+           **card_scores(labels, pred), "val_tta": tta, "val_images": int(len(labels))}
     if greedy:
         out["greedy_steps"] = steps
     return model, out

@@ -180,7 +180,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
           progress: bool = False, log=print) -> dict:
     """Train a ViT through the project's loop (distilled from ``cfg.teacher`` when set); keep the weights
     with the best validation accuracy and save them as a Hugging Face model folder with its card."""
-    from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
+    from .scoring import card_scores
 
     recipe, processor, teacher_card = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
@@ -188,10 +188,8 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     device = result.device
     kept = result.model.float().to(memory_format=torch.contiguous_format)
     pred = predict_proba(kept, processor, val_images, device).argmax(1)
-    card = {"config": asdict(cfg), "arch": "ViTForImageClassification", "val_accuracy": accuracy_score(val_labels, pred),
-            "val_macro_f1": f1_score(val_labels, pred, average="macro"),
-            "confusion_matrix": confusion_matrix(val_labels, pred, labels=range(len(CLASSES))).tolist(),
-            "labels": list(CLASSES), "parameters": int(sum(p.numel() for p in kept.parameters())),
+    card = {"config": asdict(cfg), "arch": "ViTForImageClassification", **card_scores(val_labels, pred),
+            "parameters": int(sum(p.numel() for p in kept.parameters())),
             "teacher": teacher_card,
             "initialised_from": _init_card(cfg.init) if cfg.init else None,
             "train_images": int(len(train_images)), "val_images": int(len(val_images)), **training.run_facts(result)}
