@@ -284,7 +284,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     """Train through the project's loop; keep the weights (raw or EMA) with the best centre-crop accuracy
     on the validation set, then score them with ten-crop TTA for the card."""
     from .io import read_card, save_weights
-    from .scoring import card_scores
+    from .training import card_scores
 
     recipe = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
@@ -293,7 +293,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     proba = predict_proba(result.model.float(), val_images, device, tta="ten_crop")
     pred = proba.argmax(1)
     card = {"config": asdict(cfg), "arch": "CompactCNN", "val_centre_accuracy": result.best_score,
-            **card_scores(val_labels, pred), "val_tta": "ten_crop", "train_images": int(len(train_images)), "val_images": int(len(val_images)),
+            **card_scores(val_labels, pred, CLASSES), "val_tta": "ten_crop", "train_images": int(len(train_images)), "val_images": int(len(val_images)),
             **training.run_facts(result)}
     if cfg.init:  # fine-tuned: say from what, and how well that model did on the same faces
         start = read_card(Path(cfg.init))

@@ -24,6 +24,8 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
+from .data import CLASSES
+
 if TYPE_CHECKING:
     from .cnn import CompactCNN
 
@@ -34,13 +36,13 @@ def ensemble_card(members: Sequence[str | Path], images: np.ndarray, labels: np.
     from sklearn.metrics import accuracy_score
 
     from . import cnn
-    from .scoring import card_scores
+    from .training import card_scores
 
     probas = cnn.member_probas(members, images, tta=tta, progress=progress)
     pred = np.mean(probas, axis=0).argmax(1)
     return {"members": [Path(p).name for p in members],
             "member_val_accuracy": [accuracy_score(labels, p.argmax(1)) for p in probas],
-            **card_scores(labels, pred), "val_tta": tta, "val_images": int(len(labels))}
+            **card_scores(labels, pred, CLASSES), "val_tta": tta, "val_images": int(len(labels))}
 
 
 def common_start(members: Sequence[str | Path]) -> str:
@@ -94,7 +96,7 @@ def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, 
     from sklearn.metrics import accuracy_score
 
     from . import cnn
-    from .scoring import card_scores
+    from .training import card_scores
 
     start = common_start(members)
     own = [accuracy_score(labels, p.argmax(1)) for p in cnn.member_probas(members, images, tta=tta, progress=progress)]
@@ -121,7 +123,7 @@ def soup(members: Sequence[str | Path], images: np.ndarray, labels: np.ndarray, 
     out = {"arch": "CompactCNN", "config": {k: card.get("config", {}).get(k) for k in ("width", "dropout", "seed")},
            "weight_average_of": [{"weights": Path(members[i]).name, "val_accuracy": own[i]} for i in kept],
            "common_start": start, "selection": "greedy, best member first, on PublicTest" if greedy else "uniform",
-           **card_scores(labels, pred), "val_tta": tta, "val_images": int(len(labels))}
+           **card_scores(labels, pred, CLASSES), "val_tta": tta, "val_images": int(len(labels))}
     if greedy:
         out["greedy_steps"] = steps
     return model, out

@@ -40,14 +40,6 @@ def metrics_for(y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
     return out
 
 
-def card_scores(y_true: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """The scores a model card records on PublicTest (from :func:`metrics_for`): accuracy, macro-F1, the
-    confusion matrix and the class order of its rows."""
-    m = metrics_for(y_true, pred)
-    return {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"], "confusion_matrix": m["confusion"],
-            "labels": list(CLASSES)}
-
-
 def by_condition(metrics: pd.DataFrame, classifier: str, value: str = "accuracy") -> pd.DataFrame:
     """condition x restorer table of one metric for one classifier (``none`` = unrestored)."""
     m = metrics[metrics["classifier"] == classifier]

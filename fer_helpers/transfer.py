@@ -134,7 +134,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     the phase whose kept weights validated best, score them with ten-crop TTA for the card and save them."""
     from dataclasses import replace
 
-    from .scoring import card_scores
+    from .training import card_scores
 
     from .io import save_weights
 
@@ -162,7 +162,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     kept = best.model.float()
     pred = predict_proba(kept, val_images, cfg.input_size, best.device, tta="ten_crop").argmax(1)
     card = {"config": asdict(cfg), "arch": cfg.arch, "init": init, "val_centre_accuracy": best.best_score,
-            **card_scores(val_labels, pred), "val_tta": "ten_crop", "train_images": int(len(train_images)), "val_images": int(len(val_images)),
+            **card_scores(val_labels, pred, CLASSES), "val_tta": "ten_crop", "train_images": int(len(train_images)), "val_images": int(len(val_images)),
             **training.run_facts(best), "epochs_run": len(history), "train_seconds": round(seconds, 1),
             "images_per_second": round(float(np.mean(speeds)), 1)}
     save_weights(out, kept.state_dict(), card)

@@ -180,7 +180,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
           progress: bool = False, log=print) -> dict:
     """Train a ViT through the project's loop (distilled from ``cfg.teacher`` when set); keep the weights
     with the best validation accuracy and save them as a Hugging Face model folder with its card."""
-    from .scoring import card_scores
+    from .training import card_scores
 
     recipe, processor, teacher_card = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
@@ -188,7 +188,7 @@ def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.nda
     device = result.device
     kept = result.model.float().to(memory_format=torch.contiguous_format)
     pred = predict_proba(kept, processor, val_images, device).argmax(1)
-    card = {"config": asdict(cfg), "arch": "ViTForImageClassification", **card_scores(val_labels, pred),
+    card = {"config": asdict(cfg), "arch": "ViTForImageClassification", **card_scores(val_labels, pred, CLASSES),
             "parameters": int(sum(p.numel() for p in kept.parameters())),
             "teacher": teacher_card,
             "initialised_from": _init_card(cfg.init) if cfg.init else None,
