@@ -51,6 +51,29 @@ def _source_digest(nb: Path) -> str:
     return hashlib.sha256(nb.read_bytes() + io.code_digest().encode()).hexdigest()[:16]
 
 
+#: the stages whose outside inputs (data files, model weights) each notebook reads; a notebook not named here
+#: (04-06, or one of the user's) is taken to read them all
+NOTEBOOK_READS = {"01_degradation": ("data",), "02_quality_check": ("data",), "03_restoration": ("data", "restoration")}
+ALL_STAGES = ("data", "restoration", "classification")
+
+
+def _inputs_digests(params: StudyParams) -> dict[str, str]:
+    """Per stage, a digest of the files outside the code and the parameters that it reads (the same lists its
+    cache key takes): a replaced weights file or an edited data folder makes the notebooks that read them stale,
+    where the notebook and the library alone would not (the report kept an old model's numbers)."""
+    from .io import files_digest, listing_digest
+    from .stages import classification, restoration
+    from .stages import data as data_stage
+
+    return {"data": listing_digest(data_stage.data_inputs(params)),
+            "restoration": files_digest(restoration.model_inputs(params)),
+            "classification": files_digest(classification.model_inputs(params))}
+
+
+def _inputs_digest(digests: Mapping[str, str], notebook: str) -> str:
+    return "|".join(digests[stage] for stage in NOTEBOOK_READS.get(notebook, ALL_STAGES))
+
+
 def _describe_failure(exc: Exception) -> str:
     from papermill.exceptions import PapermillExecutionError
 
@@ -98,6 +121,7 @@ def _run_study(
     run = RunDir.for_params(params, run_dir)
     run.write_provenance(params)
     digest = params.digest()
+    input_digests = _inputs_digests(params)
     state_path = run.path(STATE_FILE)
     state: dict[str, Any] = read_json(state_path) if state_path.exists() else {}
     notebooks = list(params.notebooks)
@@ -118,8 +142,9 @@ def _run_study(
         out_nb = run.path("notebooks", f"{name}.ipynb")
         out_html = run.path(f"{name}.html")
         src_digest = _source_digest(src)
+        keys = {"params": digest, "source": src_digest, "inputs": _inputs_digest(input_digests, name)}
         prev = state.get(name, {})
-        unchanged = prev.get("status") == "done" and prev.get("params") == digest and prev.get("source") == src_digest and out_html.exists()
+        unchanged = prev.get("status") == "done" and all(prev.get(k) == v for k, v in keys.items()) and out_html.exists()
         if only and name not in only:
             if upstream_reran and name in state:
                 # its inputs changed under it: mark it so the next run without --only reruns it
@@ -136,7 +161,7 @@ def _run_study(
         upstream_reran = True
         out_nb.parent.mkdir(parents=True, exist_ok=True)
         _remove_outputs(run, name, prev)  # a failure must not leave the previous run's page or tables behind
-        state[name] = {"status": "running", "params": digest, "source": src_digest}
+        state[name] = {"status": "running", **keys}
         write_json(state_path, state)
         before = _headline_stamps(run)
         kernels = _ipc_kernel_manager()
@@ -153,7 +178,7 @@ def _run_study(
         except Exception as exc:  # papermill raises PapermillExecutionError for a failing cell
             seconds[name] = time.perf_counter() - t0
             what = _describe_failure(exc)
-            state[name] = {"status": "failed", "params": digest, "source": src_digest, "error": what,
+            state[name] = {"status": "failed", **keys, "error": what,
                            "peak_rss_mib": kernels.peak_rss_mib, "headlines": _written_since(run, before)}
             write_json(state_path, state)
             statuses[name] = f"failed: {what}"
@@ -171,7 +196,7 @@ def _run_study(
         if figures["reason"] and figures["figures"] and not said_figures:  # once per run, not per notebook
             bar.write(f"[figures] each figure is saved as JSON in figures/; {figures['reason']}")
             said_figures = True
-        state[name] = {"status": "done", "params": digest, "source": src_digest, "seconds": round(seconds[name], 1),
+        state[name] = {"status": "done", **keys, "seconds": round(seconds[name], 1),
                        "peak_rss_mib": kernels.peak_rss_mib, "headlines": _written_since(run, before), "figures": figures}
         write_json(state_path, state)
         statuses[name] = "done"

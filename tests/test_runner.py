@@ -233,3 +233,29 @@ def test_figures_become_png_and_svg_where_kaleido_and_a_browser_are_installed(tm
     assert got == {"figures": 1, "images": 2, "reason": ""}
     stem = tmp_path / "figures" / "06_visualization_01_accuracy-per-class"
     assert stem.with_suffix(".png").read_bytes()[:4] == b"\x89PNG" and b"<svg" in stem.with_suffix(".svg").read_bytes()[:400]
+
+
+def test_a_replaced_weights_file_makes_the_notebooks_that_read_it_stale(tmp_path, monkeypatch):
+    """The runner's skip looks at the files a notebook reads as well as at its source and parameters: a
+    classifier's weights replaced under the same name rerun the classification notebook and leave the quality
+    check skipped (the report once kept an old landmark model's numbers after its file was replaced)."""
+    nbdir = tmp_path / "notebooks"
+    nbdir.mkdir()
+    names = ["02_quality_check", "05_baselines"]
+    for name in names:  # notebooks that only take the runner's parameters: the test is about the runner's skip
+        nb = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"}})
+        nb.cells = [nbformat.v4.new_code_cell("PARAMS_FILE = RUN_DIR = OVERRIDES = None", metadata={"tags": ["parameters"]}),
+                    nbformat.v4.new_code_cell("assert PARAMS_FILE")]
+        nbformat.write(nb, nbdir / f"{name}.ipynb")
+    monkeypatch.setattr(runner, "NOTEBOOKS_DIR", nbdir)
+    monkeypatch.setattr("fer_helpers.config.NOTEBOOKS_DIR", nbdir)
+    weights = tmp_path / "mine.safetensors"
+    weights.write_bytes(b"first weights")
+    options = {"run_dir": tmp_path / "run", "progress": False,
+               "overrides": {"notebooks": names, "classification.weights.cnn": str(weights)}}
+
+    assert set(runner.run_study(PARAMS_DIR / "default.yaml", **options).statuses.values()) == {"done"}
+    assert set(runner.run_study(PARAMS_DIR / "default.yaml", **options).statuses.values()) == {"skipped (unchanged)"}
+    weights.write_bytes(b"other weights, same name")
+    assert runner.run_study(PARAMS_DIR / "default.yaml", **options).statuses == {
+        "02_quality_check": "skipped (unchanged)", "05_baselines": "done"}

@@ -47,12 +47,17 @@ def condition_keys(run, restorers: Sequence[str] | None = None, presets: Sequenc
     return [f"{r}{KEY_SEP}{c}" for r, c in keep]
 
 
+def model_inputs(params: StudyParams) -> list[Path]:
+    """The model files this stage reads: the shipped classifiers, the weights the parameters name and the
+    landmarker (:func:`landmarker_path`: fetched first where it can be)."""
+    return ([MODELS_DIR / d for d in ("cnn", "vit_fer2013", "landmarks", "transfer")]
+            + weights_files(params.classification.weights) + [landmarker_path(params)])
+
+
 def build(params: StudyParams, run: RunDir, classifiers: Sequence[str], stage: str, progress: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Score ``classifiers`` on every condition of the run; returns (metrics, classifier table)."""
     restoration.build(params, run, progress)
-    digest = stage_key(params, "classification", upstream=[run.stage_digest(restoration.STAGE)],
-                       inputs=[MODELS_DIR / d for d in ("cnn", "vit_fer2013", "landmarks", "transfer")]
-                       + weights_files(params.classification.weights) + [landmarker_path(params)])
+    digest = stage_key(params, "classification", upstream=[run.stage_digest(restoration.STAGE)], inputs=model_inputs(params))
     cached = run.cached(stage, digest, lambda: _read_outputs(run, stage, classifiers))
     if cached is not None:
         return cached

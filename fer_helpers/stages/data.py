@@ -8,6 +8,8 @@ subsets as asked. Writes ``data/clean.npz`` (ids, images, labels), the audit tab
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -19,6 +21,12 @@ from ..io import RunDir, load_images, read_json, save_images, stage_key, write_c
 STAGE = "data"
 
 
+def data_inputs(params: StudyParams) -> list[Path]:
+    """The data files this stage reads: the CSV, or the folders of the eval and train splits."""
+    d, path = params.data, params.data_path()
+    return [path] if d.source == "csv" else [path / s for s in (d.eval_split, d.train_split) if s]
+
+
 def prepare(params: StudyParams, run: RunDir, progress: bool = True) -> dict:
     """Load the eval (and train, for the audit) split, audit, drop what the parameters say, subset, save.
 
@@ -27,8 +35,7 @@ def prepare(params: StudyParams, run: RunDir, progress: bool = True) -> dict:
     """
     d = params.data
     path = params.data_path()
-    digest = stage_key(params, "data", data_inputs=[path] if d.source == "csv" else
-                       [path / s for s in (d.eval_split, d.train_split) if s])
+    digest = stage_key(params, "data", data_inputs=data_inputs(params))
     summary = run.cached(STAGE, digest, lambda: (load_clean(run), read_json(run.path("data", "summary.json")))[1])
     if summary is not None:
         return summary

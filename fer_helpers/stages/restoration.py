@@ -82,6 +82,11 @@ def load_restored(run, restorer: str, preset: str, ids: np.ndarray | None = None
     return z["images"]
 
 
+def model_inputs(params: StudyParams) -> list[Path]:
+    """The model files this stage reads: the shipped U-Net and the weights the parameters name."""
+    return [MODELS_DIR / "unet_denoiser", *weights_files(params.restoration.weights)]
+
+
 def build(params: StudyParams, run: RunDir, progress: bool = True) -> tuple["pd.DataFrame", "pd.DataFrame"]:
     """Restore, score and save. Returns (metrics per image, restorers table with availability and timing).
 
@@ -90,8 +95,7 @@ def build(params: StudyParams, run: RunDir, progress: bool = True) -> tuple["pd.
     """
     quality_stage.build(params, run, progress)
 
-    digest = stage_key(params, "restoration", upstream=[run.stage_digest(quality_stage.STAGE)],
-                       inputs=[MODELS_DIR / "unet_denoiser", *weights_files(params.restoration.weights)])
+    digest = stage_key(params, "restoration", upstream=[run.stage_digest(quality_stage.STAGE)], inputs=model_inputs(params))
     cached = run.cached(STAGE, digest, lambda: _read_outputs(run))
     if cached is not None:
         return cached
