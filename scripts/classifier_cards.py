@@ -57,7 +57,8 @@ def extras(card: dict) -> list[str]:
     out = []
     if card.get("initialised_from"):
         s = card["initialised_from"]
-        out.append(f"|  | | fine-tuned from {s['weights']} (PublicTest {s['val_accuracy']:.4f}) | | | | | | |")
+        after = f"{s['epochs']} epochs, " if s.get("epochs") else ""  # a continued run: the epochs its start had run
+        out.append(f"|  | | fine-tuned from {s['weights']} ({after}PublicTest {s['val_accuracy']:.4f}) | | | | | | |")
     if card.get("degradation_mix"):
         mix = card["degradation_mix"]
         fams = "; ".join(f"{f}: {v[1]:g}-{v[2]:g}" if isinstance(v, list) else f"{f}: {v}" for f, v in mix["families"].items())

@@ -24,3 +24,15 @@ def test_a_weight_average_gets_its_members_and_start_in_its_row(tmp_path):
             "from a.safetensors (members: greedy, best member first, on PublicTest) | (members') | 0.7012 (ten_crop TTA) | 0.6710 |") in text
     assert "PublicTest accuracy on each seed preset (ten-crop): seed003_sp 0.6401" in text
     assert "## my_soup: PublicTest confusion matrix" in text
+
+
+def test_a_continued_run_names_its_start_and_the_epochs_the_start_had_run(tmp_path):
+    card = {"arch": "ViTForImageClassification", "config": {"epochs": 40, "lr": 0.0003, "init": "models/vit_fer2013"},
+            "val_accuracy": 0.5512, "val_macro_f1": 0.47, "confusion_matrix": CM, "best_epoch": 38, "epochs_run": 40,
+            "kept_weights": "ema", "images_per_second": 220.0, "train_seconds": 5600.0, "hardware": "AMD EPYC",
+            "initialised_from": {"weights": "vit_fer2013", "val_accuracy": 0.5222, "epochs": 60}}
+    (tmp_path / "training.json").write_text(json.dumps(card))
+    out = tmp_path / "README.md"
+    subprocess.run([sys.executable, str(ROOT / "scripts" / "classifier_cards.py"), str(tmp_path / "training.json"), "--out", str(out)],
+                   check=True, capture_output=True, cwd=ROOT)
+    assert "fine-tuned from vit_fer2013 (60 epochs, PublicTest 0.5222)" in out.read_text()
