@@ -367,11 +367,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fer_helpers.cnn")
     ap.add_argument("--fer2013", required=True)
     ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--checkpoint", type=Path, help="default: ~/.cache/fer-study/train/<out name>.pt")
-    ap.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
-    ap.add_argument("--stop-after", type=int, metavar="EPOCH",
-                    help="end after this epoch and ship the best weights so far (with --resume at or past it: no more "
-                         "training); the card records the epochs run")
+    training.add_run_options(ap, "~/.cache/fer-study/train/<out name>.pt")
     add_config_options(ap, CNNTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
     cfg = config_from_args(CNNTrainConfig, a)

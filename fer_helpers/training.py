@@ -425,6 +425,15 @@ def random_erase(x: torch.Tensor, gen: torch.Generator, p: float = 0.5, area: tu
 # ---- command-line options for a training config (the model modules' entry points) -----------------
 
 
+def add_run_options(parser: argparse.ArgumentParser, checkpoint_default: str) -> None:
+    """``--checkpoint``, ``--resume`` and ``--stop-after``: how a training command saves, continues and ends early."""
+    parser.add_argument("--checkpoint", type=Path, help=f"default: {checkpoint_default}")
+    parser.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    parser.add_argument("--stop-after", type=int, metavar="EPOCH",
+                        help="end after this epoch and ship the best weights so far (with --resume at or past it: no "
+                             "more training); the card records the epochs run")
+
+
 def add_config_options(parser: argparse.ArgumentParser, config_cls: type, types: dict | None = None) -> None:
     """One ``--option`` per field of a training-config dataclass: the type comes from the default (``types``
     gives it for fields whose default is None); list fields take several values."""

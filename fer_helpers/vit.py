@@ -177,14 +177,14 @@ def make_recipe(cfg: ViTTrainConfig, val_images: np.ndarray, val_labels: np.ndar
 
 def train(train_images: np.ndarray, train_labels: np.ndarray, val_images: np.ndarray, val_labels: np.ndarray,
           cfg: ViTTrainConfig, out_dir: Path, checkpoint: Path | None = None, resume: bool = False,
-          progress: bool = False, log=print) -> dict:
+          progress: bool = False, log=print, stop_after: int | None = None) -> dict:
     """Train a ViT through the project's loop (distilled from ``cfg.teacher`` when set); keep the weights
     with the best validation accuracy and save them as a Hugging Face model folder with its card."""
     from .training import card_scores
 
     recipe, processor, teacher_card = make_recipe(cfg, val_images, val_labels)
     result = training.fit(recipe, torch.from_numpy(train_images), torch.from_numpy(train_labels.astype(np.int64)), cfg,
-                          checkpoint=checkpoint, resume=resume, progress=progress, log=log)
+                          checkpoint=checkpoint, resume=resume, progress=progress, log=log, stop_after=stop_after)
     device = result.device
     kept = result.model.float().to(memory_format=torch.contiguous_format)
     pred = predict_proba(kept, processor, val_images, device).argmax(1)
@@ -220,8 +220,7 @@ def main(argv=None) -> int:
     t = sub.add_parser("train")
     t.add_argument("--fer2013", required=True)
     t.add_argument("--out", type=Path, required=True)
-    t.add_argument("--checkpoint", type=Path, help="default: ~/.cache/fer-study/train/<out folder name>.pt")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    training.add_run_options(t, "~/.cache/fer-study/train/<out folder name>.pt")
     add_config_options(t, ViTTrainConfig, {"threads": int})
     a = ap.parse_args(argv)
     cfg = config_from_args(ViTTrainConfig, a)
@@ -235,7 +234,7 @@ def main(argv=None) -> int:
     print(f"train {len(tr)} faces, validate on {len(val)} PublicTest faces ({dropped} dropped by the audit); "
           f"checkpoint {checkpoint}", flush=True)
     card = train(tr.images, tr.labels, val.images, val.labels, cfg, a.out, checkpoint=checkpoint, resume=a.resume,
-                 progress=True, log=lambda m: print(m, flush=True))
+                 progress=True, log=lambda m: print(m, flush=True), stop_after=a.stop_after)
     print(f"PublicTest accuracy {card['val_accuracy']:.4f} with the {card['kept_weights']} weights of epoch "
           f"{card['best_epoch']}: {a.out}")
     return 0

@@ -54,6 +54,14 @@ def test_continued_vit_starts_from_the_init_folder_and_says_so(sample_faces, tmp
                         sample_faces.images[:14], sample_faces.labels[:14])
 
 
+def test_stop_after_ends_a_vit_run_early_with_its_model_folder(sample_faces, tmp_path):
+    cfg = vit.ViTTrainConfig(hidden_size=16, layers=1, heads=2, epochs=3, batch_size=16, device="cpu")
+    card = vit.train(sample_faces.images, sample_faces.labels, sample_faces.images[:14], sample_faces.labels[:14], cfg,
+                     tmp_path / "vit", checkpoint=tmp_path / "vit.pt", log=lambda *_: None, stop_after=1)
+    assert card["epochs_run"] == 1 and len(card["history"]) == 1 and card["config"]["epochs"] == 3
+    assert (tmp_path / "vit" / "model.safetensors").is_file() and (tmp_path / "vit.pt").is_file()
+
+
 def test_distillation_loss_mixes_labels_and_teacher():
     import torch
     import torch.nn.functional as F
