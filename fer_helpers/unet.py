@@ -318,12 +318,12 @@ def _log(msg: str) -> None:
 
 
 def train(faces: np.ndarray, cfg: TrainConfig, out: Path, log=_log, checkpoint: Path | None = None, resume: bool = False,
-          progress: bool = False) -> dict:
+          progress: bool = False, stop_after: int | None = None) -> dict:
     """Train (or fine-tune) through the project's loop on ``faces``; keeps the weights with the best validation
     PSNR (raw or, with ``ema_decay``, their moving average) and returns the card dict."""
     recipe, tr = make_recipe(cfg, faces)
     result = training.fit(recipe, torch.from_numpy(tr), torch.zeros(len(tr), dtype=torch.int64), cfg, checkpoint=checkpoint,
-                          resume=resume, progress=progress, log=log)
+                          resume=resume, progress=progress, log=log, stop_after=stop_after)
     best = next(h for h in result.history if h["epoch"] == result.best_epoch)
     meta = {"config": asdict(cfg), "channels": list(CHANNELS), "bottleneck": BOTTLENECK, "impulse_switch": cfg.impulse_switch,
             "val_psnr": result.best_score, "val_ssim": best[f"{result.best_source}_ssim"], "train_images": int(len(tr)),

@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 
 from . import data, degrade, restore
 from .compute import for_inference
-from .training import CHECKPOINT_ROOT, add_config_options, config_from_args
+from .training import CHECKPOINT_ROOT, add_config_options, add_run_options, config_from_args
 from .unet import TTA, TrainConfig, denoise, load_model, train, training_faces
 
 
@@ -63,8 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     t = sub.add_parser("train", help="train or fine-tune the Attention U-Net denoiser")
     t.add_argument("--fer2013", required=True, help="Kaggle-style FER2013 folder (train/ and test/)")
     t.add_argument("--out", required=True, type=Path)
-    t.add_argument("--checkpoint", type=Path, help="default: ~/.cache/fer-study/train/<out name>.pt")
-    t.add_argument("--resume", action="store_true", help="continue from the checkpoint if there is one")
+    add_run_options(t, "~/.cache/fer-study/train/<out name>.pt")
     add_config_options(t, TrainConfig, {"init": str, "max_train_images": int, "threads": int})
     e = sub.add_parser("evaluate", help="PSNR/SSIM on the evaluation split (train duplicates and blank faces removed)")
     e.add_argument("--fer2013", required=True)
@@ -104,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"{len(faces)} clean Training faces (blank and eval-split duplicates excluded); presets {cfg.presets}")
     checkpoint = a.checkpoint or CHECKPOINT_ROOT / f"{a.out.stem}.pt"
     print(f"checkpoint {checkpoint}; after a kill, the same command with --resume continues it", flush=True)
-    card = train(faces, cfg, a.out, checkpoint=checkpoint, resume=a.resume, progress=True)
+    card = train(faces, cfg, a.out, checkpoint=checkpoint, resume=a.resume, progress=True, stop_after=a.stop_after)
     a.out.with_suffix(".json").write_text(json.dumps(card, indent=2))
     print(f"best val PSNR {card['val_psnr']:.2f} dB at epoch {card['best_epoch']}; weights {a.out}")
     return 0
